@@ -1,0 +1,70 @@
+"""Dataset presets and defaults shared by the entry scripts.
+
+A preset holds what differs between datasets (patch size, lists, annotated planes,
+schedule); everything else comes from the command line.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = REPO_ROOT / "data"
+MODEL_DIR = REPO_ROOT / "model"
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """What one dataset needs beyond the generic defaults.
+
+    ``axes``: the two annotated planes (array axes of the ``(X, Y, Z)`` volume), plane A
+    first. ``stride_xy``/``stride_z``: the paper's sliding-window strides in voxels.
+    """
+
+    name: str
+    root_path: str
+    patch_size: tuple[int, int, int]
+    num_classes: int = 2
+    axes: tuple[int, int] = (2, 1)
+    labelnum: int = 5
+    pre_max_iteration: int = 2000
+    self_max_iteration: int = 10000
+    stride_xy: int = 18
+    stride_z: int = 4
+    lists_dir: str | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    "la": DatasetPreset(
+        name="la", root_path=str(DATA_DIR / "LA"), patch_size=(112, 112, 80),
+        axes=(2, 1), labelnum=5, lists_dir=str(DATA_DIR / "LA"),
+        notes="2018 Atrial Segmentation Challenge, UA-MT preprocessing; 80 train / 20 test."),
+    "kits": DatasetPreset(
+        name="kits", root_path=str(DATA_DIR / "KiTS19" / "h5"), patch_size=(128, 128, 64),
+        axes=(2, 1), labelnum=19, lists_dir=str(DATA_DIR / "KiTS19"),
+        notes="KiTS19 resized to 192x192x64; target kidney+tumour; 190 train / 20 test."),
+    "lits": DatasetPreset(
+        name="lits", root_path=str(DATA_DIR / "LiTS" / "h5"), patch_size=(176, 176, 64),
+        axes=(2, 1), labelnum=10, lists_dir=str(DATA_DIR / "LiTS"),
+        notes="LiTS resized to 176x176x64; target liver (incl. tumour); 100 train / 31 test."),
+    "phantom": DatasetPreset(
+        name="phantom", root_path=str(DATA_DIR / "phantom"), patch_size=(48, 48, 32),
+        axes=(2, 1), labelnum=4, pre_max_iteration=100, self_max_iteration=300,
+        stride_xy=16, stride_z=8,
+        notes="Synthetic phantoms made by code/make_phantom.py (demo and tests)."),
+}
+
+
+def get_preset(name: str) -> DatasetPreset:
+    from .errors import ConfigError
+
+    try:
+        return PRESETS[name.lower()]
+    except KeyError:
+        raise ConfigError(f"--dataset: unknown dataset '{name}' "
+                          f"(choose from {', '.join(sorted(PRESETS))})") from None

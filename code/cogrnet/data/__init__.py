@@ -1,0 +1,1 @@
+"""Data: the dataset contract, transforms, samplers, phantoms and preprocessing."""

@@ -1,0 +1,38 @@
+"""User-facing errors and the CLI wrapper that prints them as one line."""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable, Sequence
+
+
+class CoGRNetError(Exception):
+    """An error caused by the user's input: its message is one line naming the file or
+    argument and the problem. Entry points print it without a traceback."""
+
+
+class DataError(CoGRNetError):
+    """A data file or list is missing, unreadable or inconsistent."""
+
+
+class ConfigError(CoGRNetError):
+    """Command-line arguments or a configuration do not fit together."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None],
+            argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; turn a :class:`CoGRNetError` into ``error: <message>`` on stderr
+    and exit status 2. ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rc = main([a for a in args if a != "--debug"])
+        return int(rc or 0)
+    except CoGRNetError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
