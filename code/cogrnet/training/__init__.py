@@ -1,0 +1,1 @@
+"""Training: the loop, the method hooks and self-describing checkpoints."""

@@ -1,0 +1,86 @@
+"""Self-describing checkpoints, written atomically.
+
+A checkpoint is a dict::
+
+    {"format": "cogrnet-checkpoint-v1",
+     "model": state_dict,            # the student
+     "ema": state_dict | None,       # the Mean Teacher, when the method has one
+     "optimizer": state_dict | None,
+     "iteration": int,               # global iterations done (pre-training + self-training)
+     "stage": "pre" | "self" | "single",
+     "config": dict,                 # the resolved run config; config["network"] rebuilds it
+     "rng": {...} | None,            # Python / NumPy / torch RNG states, for exact resume
+     "extra": dict}                  # method state (e.g. the Focus Area ratio), metrics
+
+``config["network"]`` is :func:`cogrnet.networks.network_config`'s dict and
+``config["patch_size"]`` the training patch ``[X, Y, Z]``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+
+FORMAT = "cogrnet-checkpoint-v1"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Save to a temporary file in the same folder, fsync, then rename over ``path``: a
+    reader (or a crash at any moment) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint; a clear :class:`DataError` for a missing, corrupt or
+    foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise DataError(f"{path}: not a CoGRNet checkpoint (expected format {FORMAT})")
+    for key in ("model", "config"):
+        if key not in ckpt:
+            raise DataError(f"{path}: checkpoint lacks '{key}'")
+    if "network" not in ckpt["config"] or "patch_size" not in ckpt["config"]:
+        raise DataError(f"{path}: checkpoint config lacks 'network' or 'patch_size'")
+    return ckpt
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """``load_state_dict`` with a one-line error when the architectures differ."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise DataError(f"{path}: weights do not fit the network ({first})") from None
+
+
+def make_checkpoint(model_state: dict, config: dict, iteration: int, stage: str,
+                    ema_state: dict | None = None, optimizer_state: dict | None = None,
+                    rng: dict | None = None, extra: dict | None = None) -> dict[str, Any]:
+    return {"format": FORMAT, "model": model_state, "ema": ema_state,
+            "optimizer": optimizer_state, "iteration": int(iteration), "stage": stage,
+            "config": config, "rng": rng, "extra": extra or {}}
