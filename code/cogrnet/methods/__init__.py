@@ -1,0 +1,1 @@
+"""Method pieces: losses, Focus Area mixing, EMA teacher, ramps, and the per-method steps."""

@@ -1,0 +1,69 @@
+"""What a training method supplies to the one trainer: its stages and its step."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage. ``unlabeled``: the batches carry unlabeled patches;
+    ``teacher``: an EMA teacher is kept (created from the student at the stage start)."""
+
+    name: str
+    iterations: int
+    unlabeled: bool
+    teacher: bool
+    best_name: str = "best.pth"
+
+
+@dataclass
+class StepContext:
+    """Everything a method's step may use; ``rng`` is seeded by (seed, iteration)."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    iteration: int  # within the stage
+    stage: Stage
+    rng: np.random.Generator
+    labeled_bs: int
+    autocast: Callable[[], Any]
+    state: dict[str, Any] = field(default_factory=dict)  # method state saved in checkpoints
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    scalars: dict[str, float] = field(default_factory=dict)
+    # for TensorBoard image snapshots: image (X,Y,Z), target and prediction of one sample
+    snapshot: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Base class. Subclasses set ``name`` and implement :meth:`stages` and :meth:`step`."""
+
+    name = "base"
+    #: the keys of the labeled targets the method needs: ``label`` and optionally
+    #: ``label_b`` (two-stream coarse labels) and ``weight`` (voxel confidence)
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def stage_start(self, stage: Stage, state: dict[str, Any]) -> list[str]:
+        """Hook at the start of a stage; returns log lines."""
+        return []
+
+    def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+
+def snapshot(image: torch.Tensor, target: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """First sample's image, target and predicted label, detached, for TensorBoard."""
+    return {"image": image[0, 0].detach(), "target": target[0].detach(),
+            "prediction": logits[0].argmax(0).detach()}

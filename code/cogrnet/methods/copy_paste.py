@@ -1,0 +1,126 @@
+"""CoGRNet and BCP: copy-paste pre-training, then a Mean Teacher with Focus Area mixing.
+
+Stage ``pre`` (labeled patches only): halves ``a``/``b`` of the labeled batch are mixed with
+a cuboid mask ``M``: ``a * M + b * (1 - M)``, labels likewise.
+Stage ``self``: ``X1 = la * M + ua * (1 - M)`` and ``X2 = ub * M + lb * (1 - M)`` with teacher
+pseudo labels on the unlabeled parts; the labeled region has weight 1, the unlabeled one
+``u_weight``. The two methods differ only in their labels (BCP: full labels) and in the
+Focus Area ratio (CoGRNet: ``auto`` from the pre-trained model's foreground fraction).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import Method, Stage, StepContext, StepOutput, snapshot
+from .losses import ce_dice, mixed_loss
+from .mixing import cuboid_mask, mix, sample_cuboid
+from .pseudo import pseudo_label
+
+FA_WINDOW = 10  # pre-training iterations whose foreground fraction sets the ``auto`` ratio
+
+
+def auto_fa_ratio(fractions: list[float], lo: float, hi: float) -> float:
+    """The Focus Area ratio from the mean foreground fraction of the softmax predictions of
+    the last pre-training outputs, clamped to ``[lo, hi]``."""
+    if not fractions:
+        return lo
+    return float(np.clip(np.mean(fractions), lo, hi))
+
+
+class CopyPaste(Method):
+    name = "cogrnet"
+
+    def stages(self) -> list[Stage]:
+        c = self.cfg
+        return [Stage("pre", c["pre_max_iteration"], unlabeled=False, teacher=False,
+                      best_name="pretrain_best.pth"),
+                Stage("self", c["self_max_iteration"], unlabeled=True, teacher=True)]
+
+    def stage_start(self, stage: Stage, state: dict[str, Any]) -> list[str]:
+        if stage.name != "self":
+            return []
+        ratio = self.cfg["fa_ratio"]
+        if ratio == "auto":
+            lo, hi = self.cfg["fa_ratio_range"]
+            state["fa_ratio"] = auto_fa_ratio(state.get("fg_fractions", []), lo, hi)
+            how = (f"auto from the last {len(state.get('fg_fractions', []))} pre-training "
+                   f"outputs, clamped to [{lo}, {hi}]")
+        else:
+            state["fa_ratio"] = float(ratio)
+            how = "fixed"
+        return [f"Focus Area ratio for self-training: {state['fa_ratio']:.4f} ({how})"]
+
+    def _labels(self, batch: dict[str, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels of labeled halves a (first n) and b: in two-stream mode half b uses the
+        second plane's label set."""
+        lab = batch["label"]
+        second = batch.get("label_b", lab)
+        return lab[:n], second[n:2 * n]
+
+    def _confidence(self, batch: dict[str, torch.Tensor], n: int):
+        w = batch.get("weight")
+        return (None, None) if w is None else (w[:n], w[n:2 * n])
+
+    def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepOutput:
+        return self._pre(batch, ctx) if ctx.stage.name == "pre" else self._self(batch, ctx)
+
+    def _pre(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepOutput:
+        n = ctx.labeled_bs // 2
+        img = batch["image"]
+        patch = img.shape[2:]
+        start, size = sample_cuboid(ctx.rng, patch, self.cfg["pre_fa_ratio"])
+        m = cuboid_mask(patch, start, size, img.device)
+        la, lb = self._labels(batch, n)
+        x = mix(img[:n], img[n:2 * n], m)
+        y = mix(la.float(), lb.float(), m).round().long()
+        wa, wb = self._confidence(batch, n)
+        w = None if wa is None else mix(wa, wb, m)
+        with ctx.autocast():
+            logits = ctx.student(x)
+        loss = ce_dice(logits, y, w)
+        fg = torch.softmax(logits.detach().float(), 1)[:, 1:].sum(1).mean().item()
+        fr = ctx.state.setdefault("fg_fractions", [])
+        fr.append(fg)
+        del fr[:-FA_WINDOW]
+        return StepOutput(loss, {"loss/pre": loss.item(), "train/fg_fraction": fg},
+                          snapshot(x, y, logits))
+
+    def _self(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepOutput:
+        lbs = ctx.labeled_bs
+        n = lbs // 2
+        img = batch["image"]
+        ub_n = (img.shape[0] - lbs) // 2
+        la_img, lb_img = img[:n], img[n:2 * n]
+        ua_img, ub_img = img[lbs:lbs + ub_n], img[lbs + ub_n:lbs + 2 * ub_n]
+        with torch.no_grad(), ctx.autocast():
+            t_logits = ctx.teacher(torch.cat([ua_img, ub_img]))
+        pseudo = pseudo_label(t_logits.float(), lcc=self.cfg["pseudo_lcc"])
+        pa, pb = pseudo[:ub_n], pseudo[ub_n:]
+        patch = img.shape[2:]
+        start, size = sample_cuboid(ctx.rng, patch, ctx.state["fa_ratio"])
+        m = cuboid_mask(patch, start, size, img.device)
+        la, lb = self._labels(batch, n)
+        x1, x2 = mix(la_img, ua_img, m), mix(ub_img, lb_img, m)
+        y1 = mix(la.float(), pa.float(), m).round().long()
+        y2 = mix(pb.float(), lb.float(), m).round().long()
+        wa, wb = self._confidence(batch, n)
+        with ctx.autocast():
+            logits = ctx.student(torch.cat([x1, x2]))
+        u_w = self.cfg["u_weight"]
+        mb = m.expand_as(y1.float())
+        loss1 = mixed_loss(logits[:n], y1, mb, u_w, None if wa is None else mix(wa, torch.ones_like(wa), m))
+        loss2 = mixed_loss(logits[n:], y2, 1 - mb, u_w, None if wb is None else mix(torch.ones_like(wb), wb, m))
+        loss = loss1 + loss2
+        scalars = {"loss/self": loss.item(), "loss/mix_l_u": loss1.item(),
+                   "loss/mix_u_l": loss2.item(), "train/fa_ratio": ctx.state["fa_ratio"],
+                   "train/pseudo_fg_fraction": pseudo.float().mean().item()}
+        return StepOutput(loss, scalars, snapshot(x1, y1, logits))
+
+
+class BCP(CopyPaste):
+    """Bidirectional copy-paste (Bai et al., CVPR 2023): full labels, fixed ratio 2/3."""
+
+    name = "bcp"

@@ -1,0 +1,77 @@
+"""``mt`` (Mean Teacher, Tarvainen & Valpola 2017) and ``uamt`` (uncertainty-aware MT,
+Yu et al. 2019) as set up for LA by UA-MT: supervised ``(CE + Dice) / 2`` on the labeled
+patches plus a ramped MSE consistency between student and teacher softmax on the unlabeled
+ones (teacher input with clipped Gaussian noise). ``uamt`` keeps only voxels whose
+predictive entropy over ``T`` stochastic teacher passes is below a ramped threshold.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Method, Stage, StepContext, StepOutput, snapshot
+from .losses import ce_dice
+from .ramps import sigmoid_rampup
+
+
+def _noisy(x: torch.Tensor, gen_scale: float = 0.1, clip: float = 0.2) -> torch.Tensor:
+    return x + torch.clamp(torch.randn_like(x) * gen_scale, -clip, clip)
+
+
+class MeanTeacher(Method):
+    name = "mt"
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train", self.cfg["max_iteration"], unlabeled=True, teacher=True)]
+
+    def consistency_weight(self, it: int) -> float:
+        rampup = self.cfg["consistency_rampup"] * self.cfg["max_iteration"]
+        return self.cfg["consistency"] * sigmoid_rampup(it, rampup)
+
+    def _teacher_probs(self, ctx: StepContext, u: torch.Tensor):
+        with torch.no_grad(), ctx.autocast():
+            return torch.softmax(ctx.teacher(_noisy(u)).float(), 1), None
+
+    def step(self, batch, ctx: StepContext) -> StepOutput:
+        img, lab = batch["image"], batch["label"]
+        lbs = ctx.labeled_bs
+        with ctx.autocast():
+            logits = ctx.student(img)
+        sup = ce_dice(logits[:lbs], lab, batch.get("weight"))
+        s_prob = torch.softmax(logits[lbs:].float(), 1)
+        t_prob, mask = self._teacher_probs(ctx, img[lbs:])
+        sq = (s_prob - t_prob) ** 2
+        if mask is None:
+            cons = sq.mean()
+        else:
+            m = mask[:, None].float()
+            cons = (sq * m).sum() / (sq.shape[1] * m.sum()).clamp_min(1e-6)
+        w = self.consistency_weight(ctx.iteration)
+        loss = sup + w * cons
+        scalars = {"loss/total": loss.item(), "loss/sup": sup.item(),
+                   "loss/consistency": cons.item(), "train/consistency_weight": w}
+        if mask is not None:
+            scalars["train/certain_fraction"] = mask.float().mean().item()
+        return StepOutput(loss, scalars, snapshot(img, lab, logits))
+
+
+class UAMT(MeanTeacher):
+    name = "uamt"
+
+    def _teacher_probs(self, ctx: StepContext, u: torch.Tensor):
+        T = self.cfg["uamt_passes"]
+        teacher = ctx.teacher
+        was_training = teacher.training
+        teacher.train()  # dropout on: stochastic passes (BN statistics are EMA-overwritten)
+        probs = []
+        with torch.no_grad(), ctx.autocast():
+            probs.append(torch.softmax(teacher(_noisy(u)).float(), 1))
+            for _ in range(T - 1):
+                probs.append(torch.softmax(teacher(_noisy(u)).float(), 1))
+        teacher.train(was_training)
+        mean = torch.stack(probs).mean(0)
+        entropy = -(mean * torch.log(mean + 1e-6)).sum(1)
+        ramp = sigmoid_rampup(ctx.iteration, self.cfg["consistency_rampup"] * self.cfg["max_iteration"])
+        threshold = (0.75 + 0.25 * ramp) * math.log(mean.shape[1])
+        return probs[0], entropy < threshold

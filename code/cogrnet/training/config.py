@@ -1,0 +1,182 @@
+"""Training configuration: argparse groups, preset defaults, validation, the resolved dict.
+
+The resolved config (a plain JSON-able dict) is written to ``config.json`` and stored in
+every checkpoint; ``config["network"]`` rebuilds the network.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from ..config import MODEL_DIR, get_preset
+from ..errors import ConfigError
+from ..methods.registry import METHODS, TWO_STAGE
+from ..networks import network_config
+
+
+def _ratio(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'auto' or a number in (0, 1]") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError("must be in (0, 1]")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="la", help="preset: la, kits, lits, phantom")
+    d.add_argument("--root_path", help="dataset root (default: the preset's)")
+    d.add_argument("--lists_dir", help="extra folder holding train/val/test lists (default: the preset's)")
+    d.add_argument("--coarse_dir", help="output of code/utils/registration.py")
+    d.add_argument("--labelnum", type=int, help="first N train IDs are labeled (default: preset)")
+    d.add_argument("--label_source", choices=("coarse", "full"), default="coarse")
+    d.add_argument("--coarse_mode", choices=("fused", "two_stream"), default="fused",
+                   help="fused label, or the reference's plane-A / plane-B label sets")
+    d.add_argument("--confidence_weighting", action="store_true",
+                   help="weight labeled voxels by the registration confidence map")
+    d.add_argument("--val_list", default="auto",
+                   help="'auto' (val.list beside the lists, else the last 10%% of train), "
+                        "'none', or a split name / list path")
+    d.add_argument("--no_augment", action="store_true", help="no rot90/flip augmentation")
+
+    m = p.add_argument_group("method and network")
+    m.add_argument("--method", default="cogrnet", choices=sorted(METHODS))
+    m.add_argument("--n_filters", type=int, default=16)
+    m.add_argument("--normalization", default="batchnorm",
+                   choices=("batchnorm", "groupnorm", "instancenorm", "none"))
+    m.add_argument("--dropout", type=float, default=0.5)
+    m.add_argument("--num_classes", type=int, default=None, help="default: the preset's")
+    m.add_argument("--patch_size", type=int, nargs=3, help="X Y Z (default: the preset's)")
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--batch_size", type=int, default=8)
+    o.add_argument("--labeled_bs", type=int, default=4)
+    o.add_argument("--pre_max_iteration", type=int, help="two-stage methods (default: preset)")
+    o.add_argument("--self_max_iteration", type=int, help="two-stage methods (default: preset)")
+    o.add_argument("--max_iteration", type=int,
+                   help="single-stage methods (default: pre + self of the preset)")
+    o.add_argument("--base_lr", type=float, default=0.01)
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--weight_decay", type=float, default=1e-4)
+    o.add_argument("--lr_step", type=int, default=2500, help="lr x lr_gamma every N iterations")
+    o.add_argument("--lr_gamma", type=float, default=0.1)
+    o.add_argument("--ema_decay", type=float, default=0.99)
+    o.add_argument("--u_weight", type=float, default=0.5, help="weight of the unlabeled region")
+    o.add_argument("--fa_ratio", type=_ratio, default="auto",
+                   help="Focus Area ratio for self-training: 'auto' or a number")
+    o.add_argument("--fa_ratio_range", type=float, nargs=2, default=(0.6, 0.733))
+    o.add_argument("--pre_fa_ratio", type=_ratio, default=2 / 3, help="ratio in pre-training")
+    o.add_argument("--no_pseudo_lcc", action="store_true",
+                   help="keep all pseudo-label components (default: largest only)")
+    o.add_argument("--consistency", type=float, default=0.1, help="mt/uamt weight")
+    o.add_argument("--consistency_rampup", type=float, default=0.4,
+                   help="mt/uamt ramp-up length as a fraction of max_iteration")
+    o.add_argument("--uamt_passes", type=int, default=8, help="uamt stochastic passes T")
+    o.add_argument("--seed", type=int, default=1337)
+    o.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip steps with a non-finite loss instead of stopping")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--exp", default=None, help="run name: model/<exp>/ (default: <dataset>_<method>)")
+    r.add_argument("--out_root", default=str(MODEL_DIR))
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    r.add_argument("--amp", type=int, choices=(0, 1), default=None, help="default: 1 on CUDA")
+    r.add_argument("--channels_last", action="store_true", help="channels-last 3D memory")
+    r.add_argument("--compile", action="store_true", help="torch.compile the student")
+    r.add_argument("--nondeterministic", action="store_true",
+                   help="allow cudnn benchmark (faster on GPU, not bit-reproducible)")
+    r.add_argument("--num_workers", type=int, default=2, help="patch-building threads")
+    r.add_argument("--val_interval", type=int, default=200)
+    r.add_argument("--val_overlap", type=float, default=0.5, help="sliding-window overlap in validation")
+    r.add_argument("--save_interval", type=int, default=200)
+    r.add_argument("--image_interval", type=int, default=200, help="TensorBoard image snapshots")
+    r.add_argument("--resume", action="store_true", help="continue model/<exp>/last.pth")
+    r.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
+    r.add_argument("--no_progress", action="store_true")
+    r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill preset defaults and check that the arguments fit together."""
+    preset = get_preset(args.dataset)
+    two_stage = args.method in TWO_STAGE
+    if two_stage and args.max_iteration is not None:
+        raise ConfigError(f"--max_iteration is for single-stage methods; {args.method} takes "
+                          "--pre_max_iteration and --self_max_iteration")
+    if not two_stage and (args.pre_max_iteration is not None or args.self_max_iteration is not None):
+        raise ConfigError(f"--pre_max_iteration/--self_max_iteration are for two-stage methods; "
+                          f"{args.method} takes --max_iteration")
+    patch = list(args.patch_size or preset.patch_size)
+    bad = [p for p in patch if p < 16 or p % 16]
+    if bad:
+        raise ConfigError(f"--patch_size {' '.join(map(str, patch))}: each side must be a "
+                          "multiple of 16 (VNet has four stride-2 stages)")
+    if not 0 < args.labeled_bs < args.batch_size and args.method not in ("sup",):
+        raise ConfigError(f"--labeled_bs {args.labeled_bs} must be between 1 and "
+                          f"--batch_size - 1 ({args.batch_size - 1})")
+    if args.method in TWO_STAGE and (args.labeled_bs < 2 or args.labeled_bs % 2 or
+                                     (args.batch_size - args.labeled_bs) % 2):
+        raise ConfigError(f"--labeled_bs {args.labeled_bs} and --batch_size {args.batch_size}: "
+                          f"{args.method} splits both streams in halves, so both must be even")
+    if args.labeled_bs < 1:
+        raise ConfigError("--labeled_bs must be at least 1")
+    label_source = args.label_source
+    if args.method == "bcp" and label_source == "coarse" and args.coarse_dir is None:
+        label_source = "full"  # BCP's own setting
+    pre = args.pre_max_iteration if args.pre_max_iteration is not None else preset.pre_max_iteration
+    slf = args.self_max_iteration if args.self_max_iteration is not None else preset.self_max_iteration
+    max_it = args.max_iteration if args.max_iteration is not None else pre + slf
+    for name, v in (("--pre_max_iteration", pre), ("--self_max_iteration", slf), ("--max_iteration", max_it)):
+        if v < 0:
+            raise ConfigError(f"{name} must be >= 0")
+    fa = args.fa_ratio
+    if args.method == "bcp" and fa == "auto":
+        fa = 2 / 3
+    num_classes = args.num_classes or preset.num_classes
+    cfg: dict[str, Any] = {
+        "dataset": preset.name,
+        "root_path": args.root_path or preset.root_path,
+        "lists_dir": args.lists_dir or preset.lists_dir,
+        "coarse_dir": args.coarse_dir,
+        "labelnum": args.labelnum if args.labelnum is not None else preset.labelnum,
+        "label_source": label_source, "coarse_mode": args.coarse_mode,
+        "confidence_weighting": args.confidence_weighting,
+        "val_list": args.val_list, "augment": not args.no_augment,
+        "method": args.method, "num_classes": num_classes,
+        "network": network_config("vnet", 1, num_classes, args.n_filters, args.normalization,
+                                  args.dropout),
+        "patch_size": patch,
+        "batch_size": args.batch_size, "labeled_bs": args.labeled_bs,
+        "pre_max_iteration": pre if two_stage else None,
+        "self_max_iteration": slf if two_stage else None,
+        "max_iteration": None if two_stage else max_it,
+        "base_lr": args.base_lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+        "lr_step": args.lr_step, "lr_gamma": args.lr_gamma, "ema_decay": args.ema_decay,
+        "u_weight": args.u_weight, "fa_ratio": fa, "fa_ratio_range": list(args.fa_ratio_range),
+        "pre_fa_ratio": float(args.pre_fa_ratio), "pseudo_lcc": not args.no_pseudo_lcc,
+        "consistency": args.consistency, "consistency_rampup": args.consistency_rampup,
+        "uamt_passes": args.uamt_passes, "seed": args.seed,
+        "skip_nonfinite": args.skip_nonfinite,
+        "exp": args.exp or f"{preset.name}_{args.method}", "out_root": args.out_root,
+        "device": args.device, "amp": None if args.amp is None else bool(args.amp),
+        "channels_last": args.channels_last, "compile": args.compile,
+        "deterministic": not args.nondeterministic, "num_workers": args.num_workers,
+        "val_interval": max(1, args.val_interval), "val_overlap": args.val_overlap,
+        "save_interval": max(1, args.save_interval), "image_interval": max(1, args.image_interval),
+        "resume": args.resume, "overwrite": args.overwrite, "progress": not args.no_progress,
+    }
+    if cfg["method"] == "sup":
+        cfg["batch_size"] = cfg["labeled_bs"]
+    return cfg
+
+
+def parse_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return resolve_config(build_parser().parse_args(argv))

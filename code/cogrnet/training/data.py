@@ -1,0 +1,100 @@
+"""The training data of one run: which IDs are labeled, unlabeled and for validation, and
+their volumes with the targets the method trains on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.dataset import CaseStore, find_list, read_list
+from ..data.samplers import TrainVolume
+from ..errors import ConfigError, DataError
+
+
+@dataclass
+class RunSplit:
+    labeled: list[str]
+    unlabeled: list[str]
+    val: list[str]
+    val_source: str
+
+
+def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
+    """Labeled = the first ``labelnum`` train IDs; validation = ``--val_list`` (``auto``: a
+    ``val.list`` next to the lists, else the last 10% of the train list; ``none``: no
+    validation); unlabeled = the rest. Validation IDs are excluded from both pools."""
+    lists_dir = cfg.get("lists_dir")
+    train = store.split("train", lists_dir)
+    val_arg = str(cfg.get("val_list", "auto"))
+    if val_arg == "none":
+        val, source = [], "none"
+    elif val_arg == "auto":
+        try:
+            path = find_list(store.root, "val", lists_dir)
+            val, source = store.check_ids(read_list(path), str(path)), str(path)
+        except DataError as err:
+            if "no list file found" not in str(err):
+                raise
+            k = max(1, round(0.1 * len(train)))
+            val, source = train[-k:], f"last {k} IDs of the train list"
+    else:
+        path = find_list(store.root, val_arg, lists_dir)
+        val, source = store.check_ids(read_list(path), str(path)), str(path)
+    stray = [i for i in val if i not in train]
+    if stray:
+        raise ConfigError(f"--val_list {source}: ID(s) not in the train list: {', '.join(stray[:5])}")
+    pool = [i for i in train if i not in set(val)]
+    n = int(cfg["labelnum"])
+    if n < 1 or n > len(pool):
+        raise ConfigError(f"--labelnum {n}: must be between 1 and {len(pool)} (train list minus "
+                          f"{len(val)} validation IDs)")
+    labeled = train[:n]
+    clash = [i for i in labeled if i in set(val)]
+    if clash:
+        raise ConfigError(f"--labelnum {n}: labeled IDs {', '.join(clash[:5])} are also in the "
+                          f"validation list {source}")
+    unlabeled = [i for i in pool if i not in set(labeled)]
+    return RunSplit(labeled, unlabeled, val, source)
+
+
+def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> list[TrainVolume]:
+    """Labeled volumes with targets ``label`` (+ ``label_b`` in two-stream coarse mode,
+    + ``weight`` when confidence weighting is on)."""
+    out = []
+    source = cfg["label_source"]
+    for case_id in ids:
+        if source == "full":
+            case = store.get(case_id, with_label=True)
+            out.append(TrainVolume(case_id, case.image, {"label": case.label}))
+            continue
+        from ..annotation.io import read_coarse_label
+
+        case = store.get(case_id, with_label=False)
+        coarse = read_coarse_label(cfg["coarse_dir"], case_id, expected_shape=case.shape)
+        targets: dict[str, np.ndarray] = {}
+        if cfg["coarse_mode"] == "two_stream":
+            targets["label"], targets["label_b"] = coarse.label_a, coarse.label_b
+        else:
+            targets["label"] = coarse.label
+        if cfg.get("confidence_weighting"):
+            targets["weight"] = coarse.weight.astype(np.float32)
+        out.append(TrainVolume(case_id, case.image, targets))
+    return out
+
+
+def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:
+    """Images only: the labels of unlabeled cases are never read."""
+    return [TrainVolume(i, store.get(i, with_label=False).image) for i in ids]
+
+
+def check_coarse_dir(cfg: dict[str, Any]) -> None:
+    if cfg["label_source"] == "coarse":
+        d = cfg.get("coarse_dir")
+        if not d:
+            raise ConfigError("--coarse_dir is required with --label_source coarse "
+                              "(make it with code/utils/registration.py)")
+        if not Path(d).is_dir():
+            raise ConfigError(f"--coarse_dir {d}: folder not found "
+                              "(make it with code/utils/registration.py)")

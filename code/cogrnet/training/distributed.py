@@ -1,0 +1,57 @@
+"""torchrun / DistributedDataParallel support.
+
+Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) each rank trains on its share of
+the global batch (``batch_size / N`` patches, ``labeled_bs / N`` of them labeled), gradients
+are averaged by DDP, BatchNorm statistics stay per rank (plain BatchNorm; DDP broadcasts
+rank 0's running statistics at every forward, and the EMA teacher's buffers are broadcast
+from rank 0 after each update so the teacher is identical on all ranks). Validation, logging
+and checkpoints happen on rank 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+@contextlib.contextmanager
+def distributed_context(cfg: dict[str, Any]) -> Iterator[None]:
+    """Initialise the process group when launched by torchrun; check the batch splits."""
+    world = world_size()
+    if world <= 1:
+        yield
+        return
+    for key in ("batch_size", "labeled_bs"):
+        if cfg[key] % world:
+            raise ConfigError(f"--{key} {cfg[key]} is not divisible by the {world} processes")
+    per_rank_lbs = cfg["labeled_bs"] // world
+    if cfg["method"] in ("cogrnet", "bcp") and per_rank_lbs % 2:
+        raise ConfigError(f"--labeled_bs {cfg['labeled_bs']}: {cfg['method']} needs an even "
+                          f"number of labeled patches per process ({per_rank_lbs} with {world})")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = cfg["device"] != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+        cfg["device"] = f"cuda:{local}"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Make every rank's buffers equal to rank 0's (no-op outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)

@@ -1,0 +1,393 @@
+"""The one training loop every method runs through.
+
+A run lives in ``<out_root>/<exp>/``: ``config.json``, ``log.txt``, ``tb/`` (TensorBoard),
+the stage-best checkpoints (``pretrain_best.pth``, ``best.pth``) and ``last.pth``.
+Batches, Focus Area cuboids and dropout masks are seeded by (seed, iteration), so a run
+resumed from ``last.pth`` reproduces an uninterrupted one exactly on the CPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.dataset import CaseStore
+from ..data.samplers import PatchBatcher, Prefetcher
+from ..errors import CoGRNetError, ConfigError, DataError
+from ..methods.base import Stage, StepContext
+from ..methods.ema import make_teacher, update_ema
+from ..methods.registry import build_method
+from ..networks import build_network
+from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
+from .checkpoint import atomic_torch_save, load_checkpoint, load_weights, make_checkpoint
+from .distributed import broadcast_buffers
+from .data import check_coarse_dir, labeled_volumes, resolve_split, unlabeled_volumes
+
+LOG = logging.getLogger("cogrnet.train")
+LAST = "last.pth"
+
+
+class TrainingError(CoGRNetError):
+    """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop saves ``last.pth`` and returns at the next step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _iteration_seed(seed: int, iteration: int) -> int:
+    return int(np.random.default_rng([seed, 7, iteration]).integers(0, 2 ** 62))
+
+
+def _prepare_run_dir(cfg: dict[str, Any]) -> Path:
+    run_dir = Path(cfg["out_root"]) / cfg["exp"]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output folder {run_dir} is not writable ({err.strerror})") from None
+    has_run = (run_dir / LAST).exists()
+    if has_run and not cfg["resume"] and not cfg["overwrite"]:
+        raise ConfigError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue "
+                          "it or --overwrite to start over")
+    return run_dir
+
+
+def _setup_logging(run_dir: Path) -> None:
+    LOG.setLevel(logging.INFO)
+    for h in list(LOG.handlers):
+        LOG.removeHandler(h)
+        h.close()
+    fh = logging.FileHandler(run_dir / "log.txt")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    LOG.addHandler(fh)
+
+    class _TqdmHandler(logging.Handler):
+        def emit(self, record):
+            tqdm.write(self.format(record))
+
+    LOG.addHandler(_TqdmHandler())
+    LOG.propagate = False
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _to_device(batch: dict[str, np.ndarray], device: torch.device,
+               channels_last: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        t = torch.from_numpy(v).to(device, non_blocking=True)
+        if k == "image":
+            t = t.contiguous(memory_format=torch.channels_last_3d) if channels_last else t
+        elif k == "weight":
+            t = t.float()
+        else:
+            t = t.long()
+        out[k] = t
+    return out
+
+
+class Trainer:
+    """Trains ``cfg["method"]`` as configured by :func:`cogrnet.training.config` keys."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.device = resolve_device(cfg["device"])
+        if cfg["amp"] is None:
+            cfg["amp"] = self.device.type == "cuda"
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.is_main = self.rank == 0
+        self.method = build_method(cfg)
+        self.stages = self.method.stages()
+        check_coarse_dir(cfg)
+        self.run_dir = _prepare_run_dir(cfg)
+        _setup_logging(self.run_dir)
+        seed_everything(cfg["seed"], deterministic=cfg["deterministic"])
+        self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"])
+        self.split = resolve_split(self.store, cfg)
+        self.writer = None
+        self.interrupted = False
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self) -> None:
+        cfg, sp = self.cfg, self.split
+        LOG.info(f"labeled {len(sp.labeled)}, unlabeled {len(sp.unlabeled)}, validation "
+                 f"{len(sp.val)} ({sp.val_source}); labels: {cfg['label_source']}")
+        t0 = time.perf_counter()
+        self.labeled = labeled_volumes(self.store, sp.labeled, cfg)
+        needs_u = any(s.unlabeled for s in self.stages)
+        self.unlabeled = unlabeled_volumes(self.store, sp.unlabeled) if needs_u else []
+        if needs_u and not self.unlabeled:
+            raise ConfigError(f"method {cfg['method']} needs unlabeled volumes but the train list "
+                              "has none left after the labeled and validation IDs")
+        LOG.info(f"loaded {len(self.labeled) + len(self.unlabeled)} volumes into memory in "
+                 f"{time.perf_counter() - t0:.1f} s")
+
+    def _build_model(self) -> torch.nn.Module:
+        model = build_network(self.cfg["network"]).to(self.device)
+        if self.cfg["channels_last"]:
+            model = model.to(memory_format=torch.channels_last_3d)
+        return model
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        c = self.cfg
+        return torch.optim.SGD(model.parameters(), lr=c["base_lr"], momentum=c["momentum"],
+                               weight_decay=c["weight_decay"])
+
+    def _forward_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg["compile"]:
+            model = torch.compile(model)
+        return model
+
+    # ------------------------------------------------------------ checkpoints
+    def _save(self, name: str, student, teacher, optimizer, iteration: int, stage: Stage,
+              state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        path = self.run_dir / name
+        if not self.is_main:
+            return path
+        ckpt = make_checkpoint(
+            student.state_dict(), self.cfg, iteration, stage.name,
+            ema_state=teacher.state_dict() if teacher is not None else None,
+            optimizer_state=optimizer.state_dict() if optimizer is not None else None,
+            extra={"method_state": state, **(extra or {})})
+        atomic_torch_save(ckpt, path)
+        return path
+
+    # ------------------------------------------------------------- validation
+    def _validate(self, model: torch.nn.Module) -> float | None:
+        if not self.split.val or not self.is_main:
+            return None
+        from ..evaluation.evaluate import evaluate_model
+
+        patch = self.cfg["patch_size"]
+        ov = self.cfg["val_overlap"]
+        strides = [max(1, int(round(p * (1 - ov)))) for p in patch]
+        was = model.training
+        model.eval()
+        rows = evaluate_model(model, self.store, self.split.val, patch, strides,
+                              num_classes=self.cfg["num_classes"], device=self.device,
+                              amp=self.cfg["amp"], nms=True, progress=False)
+        model.train(was)
+        return float(np.mean([r["dice"] for r in rows]))
+
+    # ------------------------------------------------------------------- loop
+    def run(self) -> Path:
+        cfg = self.cfg
+        if self.is_main:
+            _write_json(self.run_dir / "config.json", cfg)
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        LOG.info(f"run {self.run_dir} on {self.device} (amp={cfg['amp']}, world={self.world}); "
+                 f"method {cfg['method']}")
+        self._load_data()
+
+        student = self._build_model()
+        teacher = None
+        optimizer = self._optimizer(student)
+        state: dict[str, Any] = {"best": {}}
+        global_it = 0
+        resumed_stage = None
+        last = self.run_dir / LAST
+        if cfg["resume"] and last.exists():
+            ckpt = load_checkpoint(last, map_location=self.device)
+            load_weights(student, ckpt["model"], last)
+            global_it, resumed_stage = ckpt["iteration"], ckpt["stage"]
+            state = ckpt["extra"].get("method_state", state)
+            stage = next((s for s in self.stages if s.name == resumed_stage), None)
+            if stage is None:
+                raise DataError(f"{last}: stage '{resumed_stage}' is not a stage of method "
+                                f"{cfg['method']}")
+            if stage.teacher:
+                teacher = make_teacher(student)
+                load_weights(teacher, ckpt["ema"], last)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            LOG.info(f"resumed from {last} at iteration {global_it} (stage {resumed_stage})")
+        elif cfg["resume"]:
+            LOG.info(f"--resume: no {LAST} in {self.run_dir}; starting from scratch")
+
+        scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg["amp"]) and self.device.type == "cuda"
+                                      and amp_dtype(self.device) == torch.float16)
+        ac = lambda: autocast(self.device, bool(cfg["amp"]))  # noqa: E731
+        offset = 0
+        with _StopFlag() as stop:
+            for k, stage in enumerate(self.stages):
+                start, end = offset, offset + stage.iterations
+                offset = end
+                if global_it >= end:
+                    continue
+                if not (resumed_stage == stage.name and global_it > start):
+                    student, teacher, optimizer = self._enter_stage(k, stage, student, state)
+                    for line in self.method.stage_start(stage, state):
+                        LOG.info(line)
+                global_it = self._run_stage(stage, start, global_it, student, teacher, optimizer,
+                                            scaler, ac, state, stop)
+                if stop.signal is not None:
+                    self.interrupted = True
+                    return self.run_dir
+        LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
+        if self.writer is not None:
+            self.writer.close()
+        return self.run_dir
+
+    def _enter_stage(self, k: int, stage: Stage, student, state: dict[str, Any]):
+        """Fresh optimizer; a later stage starts from the previous stage's best weights; a
+        teacher stage starts its teacher as a copy of the student."""
+        if k > 0:
+            prev = self.stages[k - 1]
+            path = self.run_dir / prev.best_name
+            ckpt = load_checkpoint(path, map_location=self.device)
+            load_weights(student, ckpt["model"], path)
+            LOG.info(f"stage {stage.name}: student starts from {path} "
+                     f"(iteration {ckpt['iteration']})")
+        teacher = make_teacher(student) if stage.teacher else None
+        return student, teacher, self._optimizer(student)
+
+    def _run_stage(self, stage: Stage, start: int, global_it: int, student, teacher, optimizer,
+                   scaler, ac, state: dict[str, Any], stop: _StopFlag) -> int:
+        cfg = self.cfg
+        lbs = cfg["labeled_bs"] // self.world
+        ubs = (cfg["batch_size"] - cfg["labeled_bs"]) // self.world if stage.unlabeled else 0
+        batcher = PatchBatcher(self.labeled, self.unlabeled if stage.unlabeled else [],
+                               cfg["patch_size"], lbs, ubs, cfg["seed"], cfg["augment"],
+                               self.rank, self.world)
+        prefetch = Prefetcher(batcher, global_it, workers=cfg["num_workers"])
+        forward = self._forward_module(student)
+        student.train()
+        if teacher is not None:
+            teacher.eval()
+        best = state["best"].get(stage.name, -math.inf)
+        bar = tqdm(total=stage.iterations, initial=global_it - start, desc=stage.name,
+                   dynamic_ncols=True, disable=not self.is_main or not cfg["progress"])
+        t_loop = time.perf_counter()
+        n_done = 0
+        try:
+            for it in range(global_it - start, stage.iterations):
+                lr = cfg["base_lr"] * cfg["lr_gamma"] ** (it // cfg["lr_step"])
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                torch.manual_seed(_iteration_seed(cfg["seed"], global_it))
+                rng = np.random.default_rng([cfg["seed"], 11, global_it])
+                batch = _to_device(prefetch.get(global_it), self.device, cfg["channels_last"])
+                ctx = StepContext(forward, teacher, it, stage, rng, lbs, ac, state)
+                out = self.method.step(batch, ctx)
+                if not torch.isfinite(out.loss):
+                    if cfg["skip_nonfinite"]:
+                        LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
+                        optimizer.zero_grad(set_to_none=True)
+                        global_it += 1
+                        bar.update(1)
+                        continue
+                    raise TrainingError(
+                        f"non-finite loss at iteration {global_it} (stage {stage.name}); the last "
+                        f"good checkpoint is {self.run_dir / LAST} (use --skip_nonfinite to skip "
+                        "such steps, or lower --base_lr)")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                if teacher is not None:
+                    update_ema(teacher, student, cfg["ema_decay"], it)
+                    if self.world > 1:
+                        broadcast_buffers(teacher)
+                global_it += 1
+                n_done += 1
+                self._log_step(global_it, lr, out, bar)
+                if (it + 1) % cfg["val_interval"] == 0 or it + 1 == stage.iterations:
+                    dice = self._validate(student)
+                    if dice is not None:
+                        self._scalar("val/dice", dice, global_it)
+                        msg = f"iteration {global_it}: validation Dice {dice:.4f}"
+                        if dice > best:
+                            best = dice
+                            state["best"][stage.name] = best
+                            self._save(stage.best_name, student, teacher, None, global_it, stage,
+                                       state, {"val_dice": dice})
+                            msg += f" (best, saved {stage.best_name})"
+                        LOG.info(msg)
+                if it + 1 == stage.iterations and not self.split.val:
+                    self._save(stage.best_name, student, teacher, None, global_it, stage, state)
+                    LOG.info(f"no validation list: {stage.best_name} holds the last weights")
+                if (global_it % cfg["save_interval"] == 0 or it + 1 == stage.iterations
+                        or stop.signal is not None):
+                    self._save(LAST, student, teacher, optimizer, global_it, stage, state)
+                if stop.signal is not None:
+                    LOG.info(f"stopped by signal {stop.signal} at iteration {global_it}; "
+                             f"{self.run_dir / LAST} saved; rerun with --resume to continue")
+                    break
+        finally:
+            prefetch.close()
+            bar.close()
+        elapsed = time.perf_counter() - t_loop
+        if n_done:
+            wait = prefetch.wait_seconds / max(elapsed, 1e-9)
+            LOG.info(f"stage {stage.name}: {n_done} iterations in {elapsed:.1f} s "
+                     f"({n_done / elapsed:.2f} it/s), data wait {100 * wait:.1f}% of step time")
+            state.setdefault("timing", {})[stage.name] = {
+                "iterations": n_done, "seconds": elapsed, "it_per_s": n_done / elapsed,
+                "data_wait_fraction": wait}
+        return global_it
+
+    # ---------------------------------------------------------------- logging
+    def _scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def _log_step(self, step: int, lr: float, out, bar) -> None:
+        bar.update(1)
+        main_loss = next(iter(out.scalars.values()), None) or out.loss.item()
+        bar.set_postfix(loss=f"{main_loss:.4f}", lr=f"{lr:.2g}")
+        if self.writer is None:
+            return
+        self.writer.add_scalar("train/lr", lr, step)
+        for k, v in out.scalars.items():
+            self.writer.add_scalar(k, v, step)
+        if out.snapshot and step % self.cfg["image_interval"] == 0:
+            z = out.snapshot["image"].shape[-1] // 2
+            img = out.snapshot["image"][..., z].float()
+            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+            self.writer.add_image("train/image", img[None].cpu(), step)
+            for key in ("target", "prediction"):
+                lab = out.snapshot[key][..., z].float()
+                self.writer.add_image(f"train/{key}", (lab / max(1.0, float(lab.max())))[None].cpu(), step)
+        if step % 50 == 0:
+            LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.scalars.items()))

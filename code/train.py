@@ -1,0 +1,31 @@
+"""Train CoGRNet (two stages: copy-paste pre-training, then Mean Teacher with Focus Area
+mixing) or a baseline (--method sup|mt|uamt|bcp) in one framework.
+
+    python code/train.py --root_path ROOT --coarse_dir DIR --exp NAME --labelnum 5
+
+Runs land in model/<exp>/ (config.json, log.txt, tb/, pretrain_best.pth, best.pth, last.pth).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cogrnet.errors import run_cli  # noqa: E402
+from cogrnet.training.config import parse_config  # noqa: E402
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv)
+    from cogrnet.training.distributed import distributed_context
+    from cogrnet.training.trainer import Trainer
+
+    with distributed_context(cfg):
+        trainer = Trainer(cfg)
+        trainer.run()
+    return 130 if trainer.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,188 @@
+"""Behaviour of code/train.py on tiny phantoms: every method runs, unlabeled labels are never
+read, checkpoints describe themselves, resume after kill -9 / SIGTERM is exact, NaN guard."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CODE
+from cogrnet.errors import ConfigError, DataError
+from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.training.config import parse_config
+from cogrnet.training.trainer import Trainer, TrainingError
+
+TINY = ["--dataset", "phantom", "--n_filters", "4", "--patch_size", "32", "32", "16",
+        "--batch_size", "4", "--labeled_bs", "2", "--device", "cpu", "--no_progress",
+        "--num_workers", "1"]
+
+
+def _argv(root: Path, out: Path, exp: str, *extra: str) -> list[str]:
+    return ["--root_path", str(root), "--out_root", str(out), "--exp", exp, *TINY, *extra]
+
+
+def _train(root, out, exp, *extra) -> Trainer:
+    trainer = Trainer(parse_config(_argv(root, out, exp, *extra)))
+    trainer.run()
+    return trainer
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("cogrnet", ["--label_source", "full", "--pre_max_iteration", "2", "--self_max_iteration", "2"]),
+    ("bcp", ["--pre_max_iteration", "1", "--self_max_iteration", "2"]),
+    ("sup", ["--label_source", "full", "--max_iteration", "2"]),
+    ("mt", ["--label_source", "full", "--max_iteration", "2"]),
+    ("uamt", ["--label_source", "full", "--max_iteration", "2", "--uamt_passes", "2"]),
+])
+def test_each_method_runs_and_writes_a_self_describing_run(phantom_root, tmp_path, method, extra):
+    t = _train(phantom_root, tmp_path, method, "--method", method, "--labelnum", "2",
+               "--val_interval", "2", *extra)
+    run = tmp_path / method
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"] == method and cfg["patch_size"] == [32, 32, 16]
+    assert (run / "log.txt").read_text().count("iteration") >= 1
+    assert any((run / "tb").iterdir())
+    best = load_checkpoint(run / "best.pth")
+    assert best["config"]["network"]["n_filters"] == 4
+    last = load_checkpoint(run / "last.pth")
+    assert last["optimizer"] is not None
+    assert last["iteration"] == (4 if method == "cogrnet" else 3 if method == "bcp" else 2)
+    if method in ("cogrnet", "bcp"):
+        assert (run / "pretrain_best.pth").exists() and last["ema"] is not None
+        assert 0.6 <= last["extra"]["method_state"]["fa_ratio"] <= 0.733 or method == "bcp"
+    # validation labels are read, unlabeled ones never
+    assert set(t.store.label_reads) <= set(t.split.labeled) | set(t.split.val)
+    assert not set(t.store.label_reads) & set(t.split.unlabeled)
+
+
+def test_unlabeled_labels_are_never_read(phantom_root, tmp_path):
+    t = _train(phantom_root, tmp_path, "u", "--label_source", "full", "--labelnum", "1",
+               "--val_list", "none", "--pre_max_iteration", "1", "--self_max_iteration", "2")
+    assert t.split.unlabeled and t.store.label_reads == t.split.labeled
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--labelnum", "99"], "--labelnum 99"),
+    (["--labeled_bs", "4"], "--labeled_bs 4"),
+    (["--patch_size", "30", "32", "16"], "multiple of 16"),
+    (["--max_iteration", "3"], "--max_iteration is for single-stage"),
+    (["--label_source", "coarse"], "--coarse_dir is required"),
+    (["--val_list", "nolist"], "no list file found"),
+])
+def test_bad_arguments_give_one_line_errors(phantom_root, tmp_path, extra, message):
+    with pytest.raises((ConfigError, DataError)) as err:
+        Trainer(parse_config(_argv(phantom_root, tmp_path, "bad", "--label_source", "full", *extra)
+                             if "--label_source" not in extra else
+                             _argv(phantom_root, tmp_path, "bad", *extra)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_existing_run_is_not_overwritten_without_flag(phantom_root, tmp_path):
+    args = ["--label_source", "full", "--method", "sup", "--max_iteration", "1", "--labelnum", "1"]
+    _train(phantom_root, tmp_path, "x", *args)
+    before = (tmp_path / "x" / "last.pth").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        _train(phantom_root, tmp_path, "x", *args)
+    assert (tmp_path / "x" / "last.pth").read_bytes() == before
+
+
+def test_nonfinite_loss_stops_with_last_good_checkpoint(phantom_root, tmp_path, monkeypatch):
+    from cogrnet.methods.supervised import Supervised
+
+    real = Supervised.step
+
+    def step(self, batch, ctx):
+        out = real(self, batch, ctx)
+        if ctx.iteration == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(Supervised, "step", step)
+    args = ["--label_source", "full", "--method", "sup", "--max_iteration", "4",
+            "--labelnum", "1", "--save_interval", "1", "--val_list", "none"]
+    with pytest.raises(TrainingError, match="non-finite loss at iteration 2"):
+        _train(phantom_root, tmp_path, "nan", *args)
+    assert load_checkpoint(tmp_path / "nan" / "last.pth")["iteration"] == 2
+    t = _train(phantom_root, tmp_path, "skip", *args, "--skip_nonfinite")
+    assert "step skipped" in (tmp_path / "skip" / "log.txt").read_text()
+    assert load_checkpoint(t.run_dir / "last.pth")["iteration"] == 4
+
+
+def _cli(root, out, exp, *extra) -> list[str]:
+    return [sys.executable, str(CODE / "train.py"), *_argv(root, out, exp, *extra)]
+
+
+RESUME_ARGS = ["--label_source", "full", "--labelnum", "2", "--pre_max_iteration", "4",
+               "--self_max_iteration", "8", "--save_interval", "1", "--val_interval", "4"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _weights(path: Path) -> dict:
+    ckpt = load_checkpoint(path)
+    return {"model": ckpt["model"], "ema": ckpt["ema"], "iteration": ckpt["iteration"]}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a["iteration"] == b["iteration"]
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists() and proc.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.05)
+
+
+def test_kill9_at_random_moments_then_resume_equals_uninterrupted(phantom_root, tmp_path):
+    subprocess.run(_cli(phantom_root, tmp_path, "ref", *RESUME_ARGS), env=ENV, check=True,
+                   capture_output=True)
+    ref = _weights(tmp_path / "ref" / "last.pth")
+    rng = random.Random(0)
+    args = _cli(phantom_root, tmp_path, "killed", *RESUME_ARGS)
+    kills = 0
+    for attempt in range(3):
+        proc = subprocess.Popen(args + (["--resume"] if attempt else []), env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        last = tmp_path / "killed" / "last.pth"
+        if attempt == 0:
+            _wait_for(last, proc)
+        time.sleep(rng.uniform(0.0, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert last.exists()
+        load_checkpoint(last)  # never corrupt
+    assert kills >= 1
+    subprocess.run(args + ["--resume"], env=ENV, check=True, capture_output=True)
+    _assert_same(ref, _weights(tmp_path / "killed" / "last.pth"))
+
+
+def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
+    args = _cli(phantom_root, tmp_path, "term", *RESUME_ARGS)
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "term" / "last.pth"
+    _wait_for(last, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("run finished before the signal arrived")
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    stopped = load_checkpoint(last)["iteration"]
+    assert "rerun with --resume" in (tmp_path / "term" / "log.txt").read_text()
+    assert 0 < stopped < 12
+    done = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(last)["iteration"] == 12
+    assert f"resumed from {last} at iteration {stopped}" in (tmp_path / "term" / "log.txt").read_text()
