@@ -67,7 +67,8 @@ class PatchBatcher:
         images, targets = [], {k: [] for k in (self.target_keys if with_targets else [])}
         for slot, i in enumerate(idx):
             vol = vols[i]
-            rng = np.random.default_rng([self.seed, stream, iteration, self.rank, slot])
+            # keyed by the stream position: the same patch whatever the number of ranks
+            rng = np.random.default_rng([self.seed, stream, first + slot])
             params = sample_patch_params(rng, vol.image.shape, self.patch, self.augment)
             images.append(apply_patch_params(vol.image, params, self.patch))
             for k in targets:

@@ -55,3 +55,31 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for b in module.buffers():
             dist.broadcast(b, src=0)
+
+
+def average_over_ranks(scalars: dict[str, float]) -> dict[str, float]:
+    """Mean of each logged scalar over the ranks (the values of a single process as is)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not scalars:
+        return scalars
+    keys = sorted(scalars)
+    t = torch.tensor([float(scalars[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.cpu().tolist()))
+
+
+def barrier() -> None:
+    """Wait for all ranks (no-op outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's copy of a picklable object on every rank (as is outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj

@@ -29,11 +29,12 @@ from ..methods.registry import build_method
 from ..networks import build_network
 from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
 from .checkpoint import atomic_torch_save, load_checkpoint, load_weights, make_checkpoint
-from .distributed import broadcast_buffers
+from .distributed import average_over_ranks, barrier, broadcast_buffers, broadcast_object
 from .data import check_coarse_dir, labeled_volumes, resolve_split, unlabeled_volumes
 
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
+WARMUP = 5  # iterations left out of the it/s figure (cudnn autotuning, allocator warm-up)
 
 
 class TrainingError(CoGRNetError):
@@ -71,7 +72,7 @@ def _prepare_run_dir(cfg: dict[str, Any]) -> Path:
     run_dir = Path(cfg["out_root"]) / cfg["exp"]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
@@ -83,11 +84,14 @@ def _prepare_run_dir(cfg: dict[str, Any]) -> Path:
     return run_dir
 
 
-def _setup_logging(run_dir: Path) -> None:
-    LOG.setLevel(logging.INFO)
+def _setup_logging(run_dir: Path, is_main: bool = True) -> None:
+    """``log.txt`` in the run folder plus the console; other ranks log warnings only."""
+    LOG.setLevel(logging.INFO if is_main else logging.WARNING)
     for h in list(LOG.handlers):
         LOG.removeHandler(h)
         h.close()
+    if not is_main:
+        return
     fh = logging.FileHandler(run_dir / "log.txt")
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     LOG.addHandler(fh)
@@ -136,7 +140,7 @@ class Trainer:
         self.stages = self.method.stages()
         check_coarse_dir(cfg)
         self.run_dir = _prepare_run_dir(cfg)
-        _setup_logging(self.run_dir)
+        _setup_logging(self.run_dir, self.is_main)
         seed_everything(cfg["seed"], deterministic=cfg["deterministic"])
         self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"])
         self.split = resolve_split(self.store, cfg)
@@ -259,6 +263,7 @@ class Trainer:
                     student, teacher, optimizer = self._enter_stage(k, stage, student, state)
                     for line in self.method.stage_start(stage, state):
                         LOG.info(line)
+                    state = broadcast_object(state)  # every rank uses rank 0's method state
                 global_it = self._run_stage(stage, start, global_it, student, teacher, optimizer,
                                             scaler, ac, state, stop)
                 if stop.signal is not None:
@@ -273,6 +278,7 @@ class Trainer:
         """Fresh optimizer; a later stage starts from the previous stage's best weights; a
         teacher stage starts its teacher as a copy of the student."""
         if k > 0:
+            barrier()  # rank 0 has written the previous stage's best checkpoint
             prev = self.stages[k - 1]
             path = self.run_dir / prev.best_name
             ckpt = load_checkpoint(path, map_location=self.device)
@@ -299,6 +305,7 @@ class Trainer:
         bar = tqdm(total=stage.iterations, initial=global_it - start, desc=stage.name,
                    dynamic_ncols=True, disable=not self.is_main or not cfg["progress"])
         t_loop = time.perf_counter()
+        t_warm, wait_warm = t_loop, 0.0
         n_done = 0
         try:
             for it in range(global_it - start, stage.iterations):
@@ -331,11 +338,16 @@ class Trainer:
                         broadcast_buffers(teacher)
                 global_it += 1
                 n_done += 1
-                self._log_step(global_it, lr, out, bar)
+                if n_done == WARMUP:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    t_warm, wait_warm = time.perf_counter(), prefetch.wait_seconds
+                self._log_step(global_it, stage, lr, out, bar)
                 if (it + 1) % cfg["val_interval"] == 0 or it + 1 == stage.iterations:
                     dice = self._validate(student)
                     if dice is not None:
                         self._scalar("val/dice", dice, global_it)
+                        self._record({"iteration": global_it, "stage": stage.name, "val/dice": dice})
                         msg = f"iteration {global_it}: validation Dice {dice:.4f}"
                         if dice > best:
                             best = dice
@@ -357,14 +369,21 @@ class Trainer:
         finally:
             prefetch.close()
             bar.close()
-        elapsed = time.perf_counter() - t_loop
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        end = time.perf_counter()
         if n_done:
-            wait = prefetch.wait_seconds / max(elapsed, 1e-9)
-            LOG.info(f"stage {stage.name}: {n_done} iterations in {elapsed:.1f} s "
-                     f"({n_done / elapsed:.2f} it/s), data wait {100 * wait:.1f}% of step time")
+            # steady state: after the first WARMUP iterations when there are enough of them
+            steady = n_done > 2 * WARMUP
+            t0, w0, n = (t_warm, wait_warm, n_done - WARMUP) if steady else (t_loop, 0.0, n_done)
+            elapsed = max(end - t0, 1e-9)
+            wait = (prefetch.wait_seconds - w0) / elapsed
+            LOG.info(f"stage {stage.name}: {n_done} iterations in {end - t_loop:.1f} s; "
+                     f"{n / elapsed:.2f} it/s{' after warm-up' if steady else ''}, data wait "
+                     f"{100 * wait:.1f}% of step time")
             state.setdefault("timing", {})[stage.name] = {
-                "iterations": n_done, "seconds": elapsed, "it_per_s": n_done / elapsed,
-                "data_wait_fraction": wait}
+                "iterations": n_done, "seconds": end - t_loop, "it_per_s": n / elapsed,
+                "data_wait_fraction": wait, "excludes_warmup": steady}
         return global_it
 
     # ---------------------------------------------------------------- logging
@@ -372,14 +391,23 @@ class Trainer:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
 
-    def _log_step(self, step: int, lr: float, out, bar) -> None:
+    def _record(self, row: dict[str, Any]) -> None:
+        """Append one row to ``metrics.jsonl`` (after a resume, a reader keeps the last row
+        of each iteration)."""
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _log_step(self, step: int, stage: Stage, lr: float, out, bar) -> None:
+        scalars = average_over_ranks(out.scalars)
         bar.update(1)
-        main_loss = next(iter(out.scalars.values()), None) or out.loss.item()
+        main_loss = next(iter(scalars.values()), None) or out.loss.item()
         bar.set_postfix(loss=f"{main_loss:.4f}", lr=f"{lr:.2g}")
+        self._record({"iteration": step, "stage": stage.name, "lr": lr, **scalars})
         if self.writer is None:
             return
         self.writer.add_scalar("train/lr", lr, step)
-        for k, v in out.scalars.items():
+        for k, v in scalars.items():
             self.writer.add_scalar(k, v, step)
         if out.snapshot and step % self.cfg["image_interval"] == 0:
             z = out.snapshot["image"].shape[-1] // 2
@@ -390,4 +418,4 @@ class Trainer:
                 lab = out.snapshot[key][..., z].float()
                 self.writer.add_image(f"train/{key}", (lab / max(1.0, float(lab.max())))[None].cpu(), step)
         if step % 50 == 0:
-            LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.scalars.items()))
+            LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
