@@ -131,8 +131,9 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
         self.device = resolve_device(cfg["device"])
-        if cfg["amp"] is None:
-            cfg["amp"] = self.device.type == "cuda"
+        for key in ("amp", "channels_last"):  # auto: on for CUDA
+            if cfg[key] is None:
+                cfg[key] = self.device.type == "cuda"
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.is_main = self.rank == 0
@@ -146,6 +147,7 @@ class Trainer:
         self.split = resolve_split(self.store, cfg)
         self.writer = None
         self.interrupted = False
+        self.timing: dict[str, dict[str, Any]] = {}  # per stage: it/s, data-wait fraction
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> None:
@@ -277,7 +279,10 @@ class Trainer:
     def _enter_stage(self, k: int, stage: Stage, student, state: dict[str, Any]):
         """Fresh optimizer; a later stage starts from the previous stage's best weights; a
         teacher stage starts its teacher as a copy of the student."""
-        if k > 0:
+        if k > 0 and self.stages[k - 1].iterations == 0:
+            LOG.info(f"stage {stage.name}: the previous stage has 0 iterations; the student "
+                     "starts from its initial weights")
+        elif k > 0:
             barrier()  # rank 0 has written the previous stage's best checkpoint
             prev = self.stages[k - 1]
             path = self.run_dir / prev.best_name
@@ -381,7 +386,7 @@ class Trainer:
             LOG.info(f"stage {stage.name}: {n_done} iterations in {end - t_loop:.1f} s; "
                      f"{n / elapsed:.2f} it/s{' after warm-up' if steady else ''}, data wait "
                      f"{100 * wait:.1f}% of step time")
-            state.setdefault("timing", {})[stage.name] = {
+            self.timing[stage.name] = {
                 "iterations": n_done, "seconds": end - t_loop, "it_per_s": n / elapsed,
                 "data_wait_fraction": wait, "excludes_warmup": steady}
         return global_it

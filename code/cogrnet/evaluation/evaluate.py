@@ -1,0 +1,127 @@
+"""Evaluate a model (or saved predictions) case by case: the loop shared by ``test.py`` and
+the training stage's validation."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..data.dataset import Case, CaseStore
+from ..inference.sliding_window import postprocess, predict_volume
+from .metrics import case_metrics
+
+# (case, prediction (X, Y, Z) uint8, probabilities (K, X, Y, Z) float32) -> None
+CaseCallback = Callable[[Case, np.ndarray, np.ndarray], None]
+
+
+def segment_image(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int],
+                  strides: Sequence[int] | None = None, overlap: float | None = None,
+                  device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
+                  mode: str = "constant", sw_batch_size: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one image ``(X, Y, Z)``: returns (class map ``(X, Y, Z)`` uint8,
+    probabilities ``(K, X, Y, Z)`` float32)."""
+    prob = predict_volume(model, image, patch, strides=strides, overlap=overlap,
+                          sw_batch_size=sw_batch_size, mode=mode, device=device, amp=amp)
+    return postprocess(prob, nms=nms), prob
+
+
+def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
+                   patch: Sequence[int], strides: Sequence[int] | None, num_classes: int,
+                   device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
+                   mode: str = "constant", sw_batch_size: int = 1,
+                   overlap: float | None = None, spacing: Sequence[float] | None = None,
+                   callback: CaseCallback | None = None, catch_errors: bool = False,
+                   progress: bool = False) -> list[dict[str, Any]]:
+    """Segment and score each case of ``ids`` (images and labels from ``store``).
+
+    ``patch``/``strides`` in voxels ``(X, Y, Z)`` (``overlap`` overrides ``strides``).
+    Returns one dict per case: ``case``, ``dice``, ``jaccard``, ``hd95``, ``asd`` (voxels),
+    ``hd95_mm``/``asd_mm`` when ``spacing`` (mm per voxel) is given, ``empty_prediction``,
+    ``shape``, ``seconds`` (inference + metrics). The model's train/eval mode is restored.
+    With ``catch_errors`` a failing case gives ``{"case", "error"}`` and the loop goes on;
+    otherwise the exception propagates. ``callback`` sees each case's prediction."""
+    rows: list[dict[str, Any]] = []
+    ids = list(ids)
+    iterator: Iterable[str] = ids
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(ids, desc="cases", unit="case", dynamic_ncols=True)
+        iterator = bar
+    for case_id in iterator:
+        t0 = time.perf_counter()
+        try:
+            case = store.get(case_id, with_label=True)
+            pred, prob = segment_image(model, case.image, patch, strides, overlap, device,
+                                       amp, nms, mode, sw_batch_size)
+            row = score_prediction(case_id, pred, case.label, num_classes, spacing)
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            if callback is not None:
+                callback(case, pred, prob)
+        except Exception as err:  # noqa: BLE001 - reported per case when asked to
+            if not catch_errors:
+                raise
+            row = {"case": case_id, "error": f"{type(err).__name__}: {err}"}
+        rows.append(row)
+        if bar is not None and "dice" in row:
+            bar.set_postfix(dice=f"{row['dice']:.4f}")
+    return rows
+
+
+def score_prediction(case_id: str, pred: np.ndarray, label: np.ndarray, num_classes: int = 2,
+                     spacing: Sequence[float] | None = None) -> dict[str, Any]:
+    """One report row from a class map and its label (both ``(X, Y, Z)``)."""
+    m = case_metrics(pred, label, num_classes=num_classes, spacing=spacing)
+    row: dict[str, Any] = {"case": case_id}
+    row.update(m)
+    row["shape"] = list(pred.shape)
+    return row
+
+
+def mean_dice(rows: Sequence[dict[str, Any]]) -> float:
+    """Mean Dice of the rows that have one (a convenience for model selection)."""
+    vals = [r["dice"] for r in rows if "dice" in r]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def load_model(checkpoint: str, ema: bool = False, device: torch.device | str = "cpu"
+               ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network of a checkpoint and load its student weights (``ema``: the Mean
+    Teacher's); returns (model in eval mode on ``device``, checkpoint dict)."""
+    from ..errors import ConfigError, DataError
+    from ..networks import build_network
+    from ..training.checkpoint import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        model = build_network(ckpt["config"]["network"])
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{checkpoint}: cannot rebuild the network ({err})") from None
+    if ema:
+        if ckpt.get("ema") is None:
+            raise ConfigError(f"--ema: {checkpoint} holds no EMA (teacher) weights")
+        state = ckpt["ema"]
+    else:
+        state = ckpt["model"]
+    load_weights(model, state, checkpoint)
+    return model.to(device).eval(), ckpt
+
+
+def checkpoint_patch(ckpt: dict[str, Any], path: str) -> tuple[int, int, int]:
+    """The training patch ``(X, Y, Z)`` a checkpoint's config records."""
+    from ..errors import DataError
+
+    patch = ckpt["config"].get("patch_size")
+    try:
+        patch = tuple(int(p) for p in patch)
+    except (TypeError, ValueError):
+        patch = ()
+    if len(patch) != 3 or min(patch) < 1:
+        raise DataError(f"{path}: config patch_size {ckpt['config'].get('patch_size')!r} is "
+                        "not three positive sizes")
+    return patch  # type: ignore[return-value]

@@ -1,0 +1,27 @@
+"""scripts/gpu_check.py runs end to end on the CPU in its reduced mode."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_gpu_check_reduced_mode_on_cpu(phantom_root, tmp_path):
+    out = tmp_path / "gpu_check.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--reduced", "--device", "cpu",
+         "--dataset", "phantom", "--root_path", str(phantom_root), "--out_root", str(tmp_path),
+         "--pre_iters", "2", "--self_iters", "2", "--variants", "default", "fp32",
+         "--variant_iters", "1", "--sw_batch_sizes", "2", "--test_repeats", "1",
+         "--stride_xy", "16", "--stride_z", "8", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    amp = report["train"]["default"]
+    assert set(amp["stages"]) == {"pre", "self"}
+    assert amp["stages"]["self"]["it_per_s"] > 0
+    assert 0 <= amp["stages"]["self"]["data_wait_fraction"] <= 1
+    assert report["train"]["fp32"]["stages"]["self"]["iterations"] == 1
+    assert report["test"]["paper_stride_sw2_seconds"] > 0

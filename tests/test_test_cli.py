@@ -1,0 +1,183 @@
+"""code/test.py end to end on phantoms, --pred_dir, failures, and evaluate_model."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cogrnet.data.dataset import CaseStore
+from cogrnet.errors import run_cli
+from cogrnet.evaluation import evaluate_model
+from cogrnet.networks import build_network, network_config
+from cogrnet.training.checkpoint import atomic_torch_save, make_checkpoint
+
+CODE = Path(__file__).resolve().parents[1] / "code"
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", CODE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def test_script():
+    return _load_script("test")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net_cfg = network_config(n_filters=4)
+    net = build_network(net_cfg)
+    config = {"network": net_cfg, "patch_size": [32, 32, 16], "dataset": "phantom"}
+    path = tmp_path_factory.mktemp("ckpt") / "exp" / "best.pth"
+    atomic_torch_save(make_checkpoint(net.state_dict(), config, 10, "self",
+                                      ema_state=net.state_dict()), path)
+    return path
+
+
+def test_end_to_end_on_phantoms(test_script, phantom_root, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    rc = test_script.main(["--dataset", "phantom", "--root_path", str(phantom_root),
+                           "--split", "test", "--checkpoint", str(checkpoint),
+                           "--overlap", "0.5", "--out_dir", str(out), "--save_nifti",
+                           "--save_png", "--device", "cpu", "--no_progress", "--ema",
+                           "--spacing", "1", "1", "2"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mean"]) == {"dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"}
+    assert summary["n_cases"] == 2 and len(summary["cases"]) == 2
+    assert summary["settings"]["patch_size"] == [32, 32, 16]
+    assert summary["settings"]["weights"] == "ema" and summary["settings"]["overlap"] == 0.5
+    assert 0.0 <= summary["mean"]["dice"] <= 1.0
+    rows = list(csv.DictReader(open(out / "per_case.csv")))
+    assert [r["case"] for r in rows] == ["phantom_004", "phantom_005"]
+    for cid in ("phantom_004", "phantom_005"):
+        assert (out / "pred" / f"{cid}.nii.gz").is_file()
+        assert (out / "png" / f"{cid}.png").stat().st_size > 1000
+
+    # the saved predictions, evaluated with --pred_dir, give the same metrics
+    out2 = tmp_path / "out2"
+    rc = test_script.main(["--dataset", "phantom", "--root_path", str(phantom_root),
+                           "--split", "test", "--pred_dir", str(out / "pred"),
+                           "--out_dir", str(out2), "--no_progress", "--spacing", "1", "1", "2"])
+    assert rc == 0
+    again = json.loads((out2 / "summary.json").read_text())
+    for a, b in zip(summary["cases"], again["cases"]):
+        for k in ("dice", "jaccard", "hd95", "asd", "hd95_mm"):
+            assert (a[k] is None and b[k] is None) or a[k] == pytest.approx(b[k], abs=1e-9)
+
+
+def test_default_paper_strides_and_out_dir(test_script, phantom_root, checkpoint):
+    rc = test_script.main(["--root_path", str(phantom_root), "--split", "test",
+                           "--checkpoint", str(checkpoint), "--device", "cpu",
+                           "--no_progress", "--nms", "0", "--mode", "gaussian",
+                           "--sw_batch_size", "3"])
+    assert rc == 0
+    out = checkpoint.parent / "test_test"
+    s = json.loads((out / "summary.json").read_text())["settings"]
+    assert s["dataset"] == "phantom" and s["strides"] == [16, 16, 8]  # preset from the ckpt
+    assert s["nms"] is False and s["mode"] == "gaussian"
+
+
+def test_pred_dir_on_generated_files(test_script, phantom_root, tmp_path):
+    from cogrnet.inference.nifti import write_prediction
+
+    store = CaseStore(phantom_root)
+    a, b = store.split("test")
+    label_a = store.get(a).label
+    write_prediction(label_a, tmp_path / f"{a}.nii.gz")
+    write_prediction(np.zeros_like(store.get(b).label), tmp_path / f"{b}.nii.gz")
+    out = tmp_path / "eval"
+    rc = test_script.main(["--dataset", "phantom", "--root_path", str(phantom_root),
+                           "--split", "test", "--pred_dir", str(tmp_path), "--out_dir",
+                           str(out), "--no_progress"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["cases"][0]["dice"] == 1.0 and s["cases"][0]["hd95"] == 0.0
+    assert s["cases"][1]["dice"] == 0.0 and s["cases"][1]["hd95"] is None
+    assert s["empty_predictions"] == 1 and s["mean"]["dice"] == pytest.approx(0.5)
+
+    # a transposed (Z, Y, X) file and a missing one: reported per case, exit status 1
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.transpose(label_a, (2, 1, 0)).copy()),
+                    str(tmp_path / f"{a}.nii.gz"))
+    (tmp_path / f"{b}.nii.gz").unlink()
+    rc = test_script.main(["--dataset", "phantom", "--root_path", str(phantom_root),
+                           "--split", "test", "--pred_dir", str(tmp_path), "--out_dir",
+                           str(out), "--no_progress"])
+    assert rc == 1
+    failed = json.loads((out / "summary.json").read_text())["failed"]
+    assert "axes reversed" in failed[0]["error"] and "not found" in failed[1]["error"]
+
+
+def test_bad_case_does_not_stop_the_others(test_script, phantom_root, checkpoint, tmp_path,
+                                           capsys):
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    store = CaseStore(root)
+    a, _ = store.split("test")
+    store.path(a).write_bytes(b"not an h5 file")
+    out = tmp_path / "out"
+    rc = test_script.main(["--root_path", str(root), "--split", "test", "--checkpoint",
+                           str(checkpoint), "--device", "cpu", "--overlap", "0.5",
+                           "--no_progress", "--out_dir", str(out)])
+    assert rc == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_cases"] == 1 and s["failed"][0]["case"] == a
+    assert "corrupt or unreadable" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(test_script, phantom_root, checkpoint, tmp_path, capsys):
+    net_cfg = network_config(n_filters=4)
+    no_ema = tmp_path / "noema.pth"
+    atomic_torch_save(make_checkpoint(build_network(net_cfg).state_dict(),
+                                      {"network": net_cfg, "patch_size": [32, 32, 16]}, 1,
+                                      "pre"), no_ema)
+    base = ["--root_path", str(phantom_root), "--device", "cpu", "--no_progress"]
+    cases = [(["--checkpoint", str(no_ema), "--ema"], "no EMA"),
+             (["--checkpoint", str(tmp_path / "missing.pth")], "checkpoint not found"),
+             ([], "exactly one of"),
+             (["--checkpoint", str(checkpoint), "--overlap", "1.5"], "--overlap"),
+             (["--checkpoint", str(checkpoint), "--split", "nosuch"], "no list file")]
+    for extra, msg in cases:
+        assert run_cli(test_script.main, base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and msg in err and "\n" not in err
+
+
+class Threshold(torch.nn.Module):
+    """A 'model' that segments image > 0.5: logits (0, 20 * (x - 0.5))."""
+
+    def forward(self, x):
+        fg = 20.0 * (x - 0.5)
+        return torch.cat([torch.zeros_like(fg), fg], dim=1)
+
+
+def test_evaluate_model_meaningful_metrics(tmp_path):
+    from cogrnet.data.phantom import write_case_h5
+
+    for i in range(2):
+        label = np.zeros((30, 26, 20), np.uint8)
+        label[5:20, 4:18, 3:15 - i] = 1
+        label[25:27, 2:4, 2:4] = 1  # a small second component, removed by nms
+        write_case_h5(tmp_path / f"c{i}.h5", label.astype(np.float32), label)
+    (tmp_path / "val.list").write_text("c0\nc1\n")
+    store = CaseStore(tmp_path)
+    seen = []
+    rows = evaluate_model(Threshold(), store, store.split("val"), (16, 16, 16), (8, 8, 8), 2,
+                          device="cpu", nms=False, spacing=(1.0, 1.0, 2.0),
+                          callback=lambda case, pred, prob: seen.append(pred.shape))
+    assert [r["dice"] for r in rows] == [1.0, 1.0] and rows[0]["hd95_mm"] == 0.0
+    assert seen == [(30, 26, 20)] * 2
+    rows = evaluate_model(Threshold(), store, ["c0"], (16, 16, 16), (8, 8, 8), 2, nms=True)
+    assert rows[0]["dice"] < 1.0 and not rows[0]["empty_prediction"]
