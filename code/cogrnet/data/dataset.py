@@ -208,3 +208,17 @@ class CaseStore:
         """IDs of a split name (``train``/``val``/``test``) or list-file path, checked."""
         path = find_list(self.root, split, lists_dir)
         return self.check_ids(read_list(path), str(path))
+
+
+def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray | None) -> None:
+    """Write ``image``/``label`` to an h5 file (gzip, like the UA-MT files), atomically."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image, compression="gzip")
+        if label is not None:
+            f.create_dataset("label", data=label, compression="gzip")
+    tmp.replace(path)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .dataset import UAMT_DIR, UAMT_FILE
+from .dataset import UAMT_DIR, UAMT_FILE, write_case_h5
 
 
 def _smooth_field(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> np.ndarray:
@@ -60,20 +60,6 @@ def make_phantom_case(rng: np.random.Generator, shape: Sequence[int]) -> tuple[n
     image = image * bias + rng.normal(0.0, 0.08, size=shape)
     image = (image - image.mean()) / (image.std() + 1e-8)
     return image.astype(np.float32), label.astype(np.uint8)
-
-
-def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray | None) -> None:
-    """Write ``image``/``label`` to an h5 file (gzip, like the UA-MT files), atomically."""
-    import h5py
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=image, compression="gzip")
-        if label is not None:
-            f.create_dataset("label", data=label, compression="gzip")
-    tmp.replace(path)
 
 
 def make_phantom_set(out_root: str | Path, n_train: int = 16, n_test: int = 4,

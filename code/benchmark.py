@@ -1,0 +1,216 @@
+"""Run a table of experiments (registration -> training -> test) and write the results table.
+
+    python code/benchmark.py --spec benchmarks/la_half_cpu.json --out docs/benchmarks/la_half_cpu
+
+The spec (JSON) holds ``common`` training arguments, a ``registration`` block (made once,
+when a row trains on coarse labels), a ``test`` block and the ``rows``; each row is a
+method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
+made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
+written into the table). Finished runs are not rerun. Outputs in ``--out``: ``results.md``
+(the table), ``results.json`` and ``val_dice.png`` (validation Dice over iterations).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CODE = Path(__file__).resolve().parent
+sys.path.insert(0, str(CODE))
+
+from cogrnet.config import MODEL_DIR, REPO_ROOT  # noqa: E402
+from cogrnet.errors import ConfigError, run_cli  # noqa: E402
+
+METRICS = ("dice", "jaccard", "hd95", "asd")
+
+
+def _flags(args: dict[str, Any]) -> list[str]:
+    """``{"patch_size": [64, 64, 32], "amp": 0, "no_augment": true}`` -> CLI flags."""
+    out: list[str] = []
+    for k, v in args.items():
+        if v is None or v is False:
+            continue
+        out.append(f"--{k}")
+        if v is True:
+            continue
+        out += [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+    return out
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run a command from the repository root, its output into ``log``; seconds taken."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        res = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise ConfigError(f"command failed (exit {res.returncode}), see {log}: {shlex.join(cmd)}")
+    return time.perf_counter() - t0
+
+
+def _short(cmd: list[str]) -> str:
+    return shlex.join(["python"] + [c for c in cmd[1:]]).replace(str(REPO_ROOT) + "/", "")
+
+
+def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
+                 model_dir: Path) -> tuple[str, list[str], list[str]]:
+    """The run name and the train / test commands of one (row, seed)."""
+    exp = f"{spec['prefix']}_{row['name']}_s{seed}"
+    train_args = {**spec.get("common", {}), **row.get("args", {}), "seed": seed, "exp": exp,
+                  "out_root": str(model_dir), "no_progress": True}
+    if train_args.get("label_source") == "coarse":
+        train_args["coarse_dir"] = spec["registration"]["out_dir"]
+    train = [sys.executable, str(CODE / "train.py"), *_flags(train_args)]
+    test_args = {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
+                 "lists_dir": train_args.get("lists_dir"), **spec.get("test", {}),
+                 "checkpoint": str(model_dir / exp / spec.get("checkpoint", "last.pth")),
+                 "out_dir": str(model_dir / exp / "bench_test"), "no_progress": True}
+    test = [sys.executable, str(CODE / "test.py"), *_flags(test_args)]
+    return exp, train, test
+
+
+def _summary(values: list[float]) -> str:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return "n/a"
+    return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+
+def _val_curve(run: Path) -> tuple[list[int], list[float]]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return [], []
+    by_it: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "val/dice" in row:
+            by_it[row["iteration"]] = row["val/dice"]
+    its = sorted(by_it)
+    return its, [by_it[i] for i in its]
+
+
+def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
+                  command: str) -> None:
+    """``results.md``, ``results.json`` and ``val_dice.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"spec": spec, "results": results}, indent=2) + "\n")
+    lines = [f"# {spec.get('title', 'Benchmark')}", "",
+             f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}.", "",
+             spec.get("notes", ""), "",
+             "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
+             "the test cases, then mean ± std over seeds when there are several.", "",
+             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        cells = [_summary([s["mean"][m] for s in r["seeds"]]) for m in METRICS]
+        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60 if r["seeds"] else float("nan")
+        lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
+                     + f" | {wall:.1f} |")
+    lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
+    for r in results:
+        if r["seeds"]:
+            lines += [f"- {r['name']}:", "  ```", f"  {r['seeds'][0]['train_command']}",
+                      f"  {r['seeds'][0]['test_command']}", "  ```"]
+    if spec.get("registration"):
+        lines += ["", "Coarse labels (once, before the rows):", "", "```",
+                  spec["registration"].get("command", ""), "```"]
+    lines += ["", "![validation Dice](val_dice.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        if r["seeds"]:
+            its, dice = _val_curve(Path(r["seeds"][0]["run_dir"]))
+            if its:
+                ax.plot(its, dice, marker=".", label=r["name"])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation Dice (fast protocol)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "val_dice.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
+    p.add_argument("--out", required=True, help="folder for results.md/json and val_dice.png")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the spec's")
+    p.add_argument("--rows", nargs="+", default=None, help="only these row names")
+    p.add_argument("--model_dir", default=str(MODEL_DIR))
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    a = p.parse_args(argv)
+    spec_path = Path(a.spec)
+    if not spec_path.is_file():
+        raise ConfigError(f"--spec {spec_path}: file not found")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--spec {spec_path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    seeds = a.seeds or spec.get("seeds", [1337])
+    rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
+    if a.rows and len(rows) != len(a.rows):
+        known = ", ".join(r["name"] for r in spec["rows"])
+        raise ConfigError(f"--rows: unknown row name(s); the spec has: {known}")
+    model_dir = Path(a.model_dir)
+    out = Path(a.out)
+    command = "python code/benchmark.py " + " ".join(
+        shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+
+    reg = spec.get("registration")
+    if reg and any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
+                   == "coarse" for r in rows):
+        reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
+                   "--out_dir", reg["out_dir"]]
+        reg["command"] = _short(reg_cmd)
+        if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
+            print(f"registration -> {reg['out_dir']}", flush=True)
+            _run(reg_cmd, out / "logs" / "registration.log")
+
+    results = []
+    for row in rows:
+        entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
+                 "seeds": []}
+        for seed in seeds:
+            exp, train, test = row_commands(spec, row, seed, model_dir)
+            run_dir = model_dir / exp
+            done = run_dir / "bench_result.json"
+            if done.exists():
+                entry["seeds"].append(json.loads(done.read_text()))
+                print(f"{exp}: done earlier", flush=True)
+                continue
+            print(f"{exp}: training", flush=True)
+            log = out / "logs" / f"{exp}.log"
+            resume = ["--resume"] if (run_dir / "last.pth").exists() else []
+            seconds = _run(train + resume, log)
+            print(f"{exp}: testing", flush=True)
+            seconds += _run(test, log)
+            summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
+            result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
+                      "mean": {m: summary["mean"][m] for m in METRICS},
+                      "train_command": _short(train), "test_command": _short(test)}
+            done.write_text(json.dumps(result, indent=2) + "\n")
+            entry["seeds"].append(result)
+        results.append(entry)
+        write_outputs(spec, results, out, command)
+    write_outputs(spec, results, out, command)
+    print(f"wrote {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
