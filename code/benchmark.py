@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the spec's")
     p.add_argument("--rows", nargs="+", default=None, help="only these row names")
     p.add_argument("--model_dir", default=str(MODEL_DIR))
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: write the table of the runs already finished")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
     spec_path = Path(a.spec)
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
 
     reg = spec.get("registration")
-    if reg and any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
+    if reg and not a.collect and any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
                    == "coarse" for r in rows):
         reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
                    "--out_dir", reg["out_dir"]]
@@ -192,6 +194,9 @@ def main(argv=None) -> int:
             if done.exists():
                 entry["seeds"].append(json.loads(done.read_text()))
                 print(f"{exp}: done earlier", flush=True)
+                continue
+            if a.collect:
+                print(f"{exp}: not finished, left out", flush=True)
                 continue
             print(f"{exp}: training", flush=True)
             log = out / "logs" / f"{exp}.log"

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--factor", type=float, default=0.5, help="scale per axis")
     p.add_argument("--lists_dir", default=None, help="extra folder with list files (e.g. data/LA)")
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--image_dtype", choices=("float32", "float16"), default="float32",
+                   help="stored image type (float16 halves the files; loading casts to float32)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
             missing.append(f"{case_id} ({err})")
             continue
         size = resampled_shape(case.shape, a.factor)
-        write_case_h5(dst, resize_volume(case.image, size, order=1),
+        write_case_h5(dst, resize_volume(case.image, size, order=1).astype(a.image_dtype),
                       resize_volume(case.label, size, order=0))
         written += 1
     print(f"{out}: wrote {written} case(s), kept {kept} existing, {len(missing)} not readable")

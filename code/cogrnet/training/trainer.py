@@ -163,6 +163,12 @@ class Trainer:
                               "has none left after the labeled and validation IDs")
         LOG.info(f"loaded {len(self.labeled) + len(self.unlabeled)} volumes into memory in "
                  f"{time.perf_counter() - t0:.1f} s")
+        patch = cfg["patch_size"]
+        small = [f"{v.case_id} {tuple(v.image.shape)}" for v in self.labeled + self.unlabeled
+                 if any(s < p for s, p in zip(v.image.shape, patch))]
+        if small:
+            LOG.info(f"{len(small)} volume(s) smaller than the patch {tuple(patch)} on some axis "
+                     f"are zero-padded: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
 
     def _build_model(self) -> torch.nn.Module:
         model = build_network(self.cfg["network"]).to(self.device)
