@@ -174,11 +174,13 @@ def main(argv=None) -> int:
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
 
     reg = spec.get("registration")
-    if reg and not a.collect and any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
-                   == "coarse" for r in rows):
+    if reg:
         reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
                    "--out_dir", reg["out_dir"]]
         reg["command"] = _short(reg_cmd)
+    uses_coarse = any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
+                      == "coarse" for r in rows)
+    if reg and uses_coarse and not a.collect:
         if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
             print(f"registration -> {reg['out_dir']}", flush=True)
             _run(reg_cmd, out / "logs" / "registration.log")
