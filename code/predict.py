@@ -21,7 +21,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cogrnet.errors import ConfigError, run_cli  # noqa: E402
+from cogrnet.errors import ConfigError, run_cli, writable_dir  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +58,8 @@ def _output_paths(inputs: list[str], output: str) -> list[Path]:
     is_file = out.name.endswith((".nii.gz", ".nii")) and not output.endswith(("/", "\\"))
     if len(inputs) > 1 and is_file:
         raise ConfigError("--output must be a folder when several --input files are given")
-    if is_file:
-        return [out]
-    paths = []
-    for src in inputs:
+    paths = [out] if is_file else []
+    for src in [] if is_file else inputs:
         name = Path(src).name
         for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
             if name.endswith(ext):
@@ -70,6 +68,9 @@ def _output_paths(inputs: list[str], output: str) -> list[Path]:
         paths.append(out / f"{name}_mask.nii.gz")
     if len(set(paths)) != len(paths):
         raise ConfigError("--input: two inputs share a name; give them separate runs")
+    for path in paths:
+        if path.is_dir():
+            raise ConfigError(f"--output {path}: is a folder, not a mask file name")
     return paths
 
 
@@ -101,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap {args.overlap}: must be in [0, 1)")
     outputs = _output_paths(args.input, args.output)
+    for folder in dict.fromkeys(p.parent for p in outputs):  # before any work is done
+        writable_dir(folder, "--output")
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, ema=args.ema, device=device)
     patch = checkpoint_patch(ckpt, args.checkpoint)

@@ -21,7 +21,7 @@ from cogrnet.data.preprocess import (  # noqa: E402
     PREPROCESS_PRESETS, copy_split_lists, find_raw_cases, get_preprocess_preset, list_ids,
     run_preprocessing)
 from cogrnet.data.dataset import read_list  # noqa: E402
-from cogrnet.errors import ConfigError, run_cli  # noqa: E402
+from cogrnet.errors import ConfigError, run_cli, writable_dir  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"--raw_dir {a.raw_dir}: no {a.dataset} cases found")
     source = ("--ids" if a.ids else "every raw case" if (a.all or ids is None)
               else f"lists in {lists_dir}")
+    writable_dir(out_dir, "--out_dir")
     print(f"{len(raw_cases)} case(s) ({source}) -> {out_dir}, size "
           f"{'x'.join(map(str, preset.out_size))}, window {list(preset.window_hu)} HU, "
           f"{a.workers} worker(s)", file=sys.stderr)

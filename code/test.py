@@ -16,7 +16,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cogrnet.errors import ConfigError, run_cli  # noqa: E402
+from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--overlap {args.overlap}: must be in [0, 1)")
     if args.spacing is not None and min(args.spacing) <= 0:
         raise ConfigError(f"--spacing {args.spacing}: values must be > 0")
+    if args.pred_dir is not None and not Path(args.pred_dir).is_dir():
+        raise DataError(f"--pred_dir {args.pred_dir}: folder not found")
 
     ckpt = None
     model = None
@@ -110,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = Path(args.checkpoint).resolve().parent / f"test_{split_name}"
     else:
         out_dir = Path(args.pred_dir) / f"eval_{split_name}"
+    writable_dir(out_dir, "--out_dir")  # before the inference, not after it
     spacing = tuple(args.spacing) if args.spacing else None
     settings = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                 "root_path": str(args.root_path), "split": args.split,
@@ -118,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "distance_unit": "voxel" + (" (and mm in *_mm)" if spacing else "")}
 
     if args.pred_dir is not None:
+        from cogrnet.evaluation.evaluate import error_text, require_foreground
         from cogrnet.inference.nifti import read_prediction
 
         settings.update({"pred_dir": str(args.pred_dir), "postprocessing": "none (as saved)"})
@@ -130,11 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case_id in iterator:
             try:
                 case = store.get(case_id, with_label=True)
+                require_foreground(case)
                 pred = read_prediction(Path(args.pred_dir) / f"{case_id}.nii.gz",
                                        case.label.shape, num_classes)
                 rows.append(score_prediction(case_id, pred, case.label, num_classes, spacing))
             except Exception as err:  # noqa: BLE001 - one bad case must not stop the rest
-                rows.append({"case": case_id, "error": f"{type(err).__name__}: {err}"})
+                rows.append({"case": case_id, "error": error_text(err)})
     else:
         assert model is not None and ckpt is not None
         patch = checkpoint_patch(ckpt, args.checkpoint)

@@ -1,8 +1,11 @@
 """User-facing errors and the CLI wrapper that prints them as one line."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -17,6 +20,22 @@ class DataError(CoGRNetError):
 
 class ConfigError(CoGRNetError):
     """Command-line arguments or a configuration do not fit together."""
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """Create the output folder ``path`` when needed and check that a file can be written in
+    it, before any work is done; a one-line :class:`ConfigError` naming ``what`` (the
+    argument, e.g. ``--out_dir``) and the folder otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: folder is not writable "
+                          f"({err.strerror or type(err).__name__})") from None
+    return path
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],

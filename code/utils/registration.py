@@ -24,7 +24,7 @@ from cogrnet.annotation import (POLICIES, CaseTask, FusionParams,  # noqa: E402
 from cogrnet.annotation.fuse import METHODS  # noqa: E402
 from cogrnet.config import PRESETS, get_preset  # noqa: E402
 from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
-from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
+from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DataError(f"--annotations: folder {args.annotations} not found")
     CaseStore(root)  # the root must exist
     ids = labeled_ids(args, root, lists_dir, labelnum)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir(args.out_dir, "--out_dir")
 
     prop, fusion = PropagationParams(), FusionParams(method=args.fusion)
     settings = {"dataset": args.dataset, "root_path": str(root), "split": args.split,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CoGRNetError
+from ..errors import CoGRNetError, DataError
 
 from .dpa import DPA, POLICIES, check_axes, read_user_dpa, simulate_dpa, validate_dpa
 from .fuse import FusionParams, fuse_planes
@@ -91,6 +91,9 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         else:
             case = store.get(task.case_id, with_label=True)
             assert case.label is not None
+            if not case.label.any():
+                raise DataError(f"{case.path}: label holds no foreground voxel, so there is "
+                                "no slice to annotate")
             dpa = simulate_dpa(case.label, task.axes, task.policy, task.case_id)
         coarse = coarse_from_dpa(case.image, dpa, task.prop, task.fusion, task.use_cross)
         write_coarse_label(task.out_dir, task.case_id, coarse)

@@ -152,6 +152,10 @@ def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int]) -> DP
         if not np.all(np.isfinite(sparse)) or not np.all(sparse == np.round(sparse)):
             raise DataError(f"{path}: annotation holds non-integer values")
     if len(axes) != 2 or len(indices) != 2:
-        raise DataError(f"case '{case_id}': annotation needs two axes and two indices, got "
+        raise DataError(f"{path}: annotation needs two axes and two indices, got "
                         f"axes {axes}, indices {indices}")
-    return validate_dpa(DPA(sparse, tuple(axes), tuple(indices)), shape, case_id)  # type: ignore[arg-type]
+    try:
+        return validate_dpa(DPA(sparse, tuple(axes), tuple(indices)),  # type: ignore[arg-type]
+                            shape, case_id)
+    except DataError as err:  # name the annotation file too
+        raise DataError(f"{path}: {err}") from None

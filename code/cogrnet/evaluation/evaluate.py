@@ -29,6 +29,27 @@ def segment_image(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int
     return postprocess(prob, nms=nms), prob
 
 
+def error_text(err: BaseException) -> str:
+    """One line for a failed case: a CoGRNetError's own message (it names the file), else the
+    exception type and the first line of its message."""
+    from ..errors import CoGRNetError
+
+    if isinstance(err, CoGRNetError):
+        return str(err)
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else 'no detail'}"
+
+
+def require_foreground(case: Case) -> None:
+    """A reference label with no foreground voxel cannot be scored (Dice is 0 or 1 by
+    convention only, distances undefined): a :class:`DataError` naming the file."""
+    from ..errors import DataError
+
+    if case.label is not None and not case.label.any():
+        raise DataError(f"{case.path}: label holds no foreground voxel; Dice, HD95 and ASD are "
+                        "undefined against an empty reference")
+
+
 def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
                    patch: Sequence[int], strides: Sequence[int] | None, num_classes: int,
                    device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
@@ -43,7 +64,8 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
     ``hd95_mm``/``asd_mm`` when ``spacing`` (mm per voxel) is given, ``empty_prediction``,
     ``shape``, ``seconds`` (inference + metrics). The model's train/eval mode is restored.
     With ``catch_errors`` a failing case gives ``{"case", "error"}`` and the loop goes on;
-    otherwise the exception propagates. ``callback`` sees each case's prediction."""
+    otherwise the exception propagates. A case whose label is empty is an error (see
+    :func:`require_foreground`). ``callback`` sees each case's prediction."""
     rows: list[dict[str, Any]] = []
     ids = list(ids)
     iterator: Iterable[str] = ids
@@ -57,6 +79,7 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
         t0 = time.perf_counter()
         try:
             case = store.get(case_id, with_label=True)
+            require_foreground(case)
             pred, prob = segment_image(model, case.image, patch, strides, overlap, device,
                                        amp, nms, mode, sw_batch_size)
             row = score_prediction(case_id, pred, case.label, num_classes, spacing)
@@ -66,7 +89,7 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
         except Exception as err:  # noqa: BLE001 - reported per case when asked to
             if not catch_errors:
                 raise
-            row = {"case": case_id, "error": f"{type(err).__name__}: {err}"}
+            row = {"case": case_id, "error": error_text(err)}
         rows.append(row)
         if bar is not None and "dice" in row:
             bar.set_postfix(dice=f"{row['dice']:.4f}")

@@ -60,6 +60,33 @@ def read_image_xyz(path: str | Path) -> tuple[np.ndarray, Any]:
     return np.ascontiguousarray(arr), img
 
 
+def _write_atomically(img: Any, path: Path) -> Path:
+    """``sitk.WriteImage`` to a temporary file beside ``path`` (same extension, so the same
+    format), then rename it over ``path``: an existing file is replaced whole or not at all.
+    A failure is a :class:`DataError` naming ``path``."""
+    import os
+
+    sitk = _sitk()
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp{ext}"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(img, tmp, True)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot write the image ({err.strerror or type(err).__name__})"
+                        ) from None
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln.split("ERROR:", 1)[-1].strip() for ln in lines if "ERROR:" in ln),
+                      lines[-1] if lines else type(err).__name__)[:160]
+        raise DataError(f"{path}: cannot write the image ({detail})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_mask_like(mask_xyz: np.ndarray, reference: Any, path: str | Path) -> Path:
     """Write a uint8 mask ``(X, Y, Z)`` on the grid of the sitk image ``reference``
     (spacing, origin, direction copied)."""
@@ -71,9 +98,7 @@ def write_mask_like(mask_xyz: np.ndarray, reference: Any, path: str | Path) -> P
     out = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask_xyz.astype(np.uint8),
                                                                    (2, 1, 0))))
     out.CopyInformation(reference)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(out, str(path), True)
-    return path
+    return _write_atomically(out, path)
 
 
 def write_prediction(pred: np.ndarray, path: str | Path,
@@ -85,9 +110,7 @@ def write_prediction(pred: np.ndarray, path: str | Path,
     img = sitk.GetImageFromArray(np.ascontiguousarray(pred.astype(np.uint8)))
     if spacing is not None:
         img.SetSpacing([float(s) for s in reversed(list(spacing))])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(img, str(path), True)
-    return path
+    return _write_atomically(img, path)
 
 
 def read_prediction(path: str | Path, shape: Sequence[int], num_classes: int = 2) -> np.ndarray:

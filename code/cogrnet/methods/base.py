@@ -47,8 +47,7 @@ class Method:
     """Base class. Subclasses set ``name`` and implement :meth:`stages` and :meth:`step`."""
 
     name = "base"
-    #: the keys of the labeled targets the method needs: ``label`` and optionally
-    #: ``label_b`` (two-stream coarse labels) and ``weight`` (voxel confidence)
+
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
 

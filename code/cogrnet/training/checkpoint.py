@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 FORMAT = "cogrnet-checkpoint-v1"
 
@@ -74,8 +74,40 @@ def load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Pat
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise DataError(f"{path}: weights do not fit the network ({first})") from None
+        # the first line is only "Error(s) in loading state_dict for X:"; the next one says
+        # which parameter differs (size mismatch / missing / unexpected keys)
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "RuntimeError")
+        if len(detail) > 200:
+            detail = detail[:197] + "..."
+        raise DataError(f"{path}: weights do not fit the network ({detail})") from None
+
+
+RESUME_KEYS = ("method", "network")
+
+
+def check_resume(path: str | Path, cfg: dict[str, Any]) -> None:
+    """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``) must be a
+    readable checkpoint of the same method and network as ``cfg``; a one-line error naming
+    the file and the differing settings otherwise. No file: nothing to check."""
+    path = Path(path)
+    if not path.exists():
+        return
+    old = load_checkpoint(path, map_location="cpu")["config"]
+    diffs = []
+    for key in RESUME_KEYS:
+        a, b = old.get(key), cfg.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{k} {a.get(k)!r} (checkpoint) vs {b.get(k)!r}"
+                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            diffs.append(f"{key} {a!r} (checkpoint) vs {b!r}")
+    if diffs:
+        raise ConfigError(f"--resume: {path} was written with other settings: "
+                          f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
+                          "to start over)")
 
 
 def make_checkpoint(model_state: dict, config: dict, iteration: int, stage: str,

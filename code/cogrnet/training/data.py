@@ -59,6 +59,12 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     return RunSplit(labeled, unlabeled, val, source)
 
 
+def _require_foreground(target: np.ndarray, path: Path | str, what: str = "label") -> None:
+    if not target.any():
+        raise DataError(f"{path}: {what} holds no foreground voxel; a labeled case needs some "
+                        "(is it the right file?)")
+
+
 def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> list[TrainVolume]:
     """Labeled volumes with targets ``label`` (+ ``label_b`` in two-stream coarse mode,
     + ``weight`` when confidence weighting is on)."""
@@ -67,9 +73,10 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
     for case_id in ids:
         if source == "full":
             case = store.get(case_id, with_label=True)
+            _require_foreground(case.label, case.path)
             out.append(TrainVolume(case_id, case.image, {"label": case.label}))
             continue
-        from ..annotation.io import read_coarse_label
+        from ..annotation.io import coarse_path, read_coarse_label
 
         case = store.get(case_id, with_label=False)
         coarse = read_coarse_label(cfg["coarse_dir"], case_id, expected_shape=case.shape)
@@ -78,10 +85,24 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
             targets["label"], targets["label_b"] = coarse.label_a, coarse.label_b
         else:
             targets["label"] = coarse.label
+        where = coarse_path(cfg["coarse_dir"], case_id)
+        for key, name in (("label", "label_a" if "label_b" in targets else "label"),
+                          ("label_b", "label_b")):
+            if key in targets:
+                _require_foreground(targets[key], where, f"coarse '{name}'")
         if cfg.get("confidence_weighting"):
             targets["weight"] = coarse.weight.astype(np.float32)
         out.append(TrainVolume(case_id, case.image, targets))
     return out
+
+
+def check_val_cases(store: CaseStore, ids: list[str]) -> None:
+    """Read (and cache) the validation cases with their labels at start-up, so that a broken
+    validation file stops the run before training rather than at the first validation."""
+    from ..evaluation.evaluate import require_foreground
+
+    for case_id in ids:
+        require_foreground(store.get(case_id, with_label=True))
 
 
 def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:

@@ -28,9 +28,11 @@ from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
 from ..networks import build_network
 from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
-from .checkpoint import atomic_torch_save, load_checkpoint, load_weights, make_checkpoint
+from .checkpoint import (atomic_torch_save, check_resume, load_checkpoint, load_weights,
+                         make_checkpoint)
 from .distributed import average_over_ranks, barrier, broadcast_buffers, broadcast_object
-from .data import check_coarse_dir, labeled_volumes, resolve_split, unlabeled_volumes
+from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
+                   unlabeled_volumes)
 
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
@@ -141,6 +143,8 @@ class Trainer:
         self.stages = self.method.stages()
         check_coarse_dir(cfg)
         self.run_dir = _prepare_run_dir(cfg)
+        if cfg["resume"]:  # an incompatible or broken last.pth fails before anything is written
+            check_resume(self.run_dir / LAST, cfg)
         _setup_logging(self.run_dir, self.is_main)
         seed_everything(cfg["seed"], deterministic=cfg["deterministic"])
         self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"])
@@ -169,6 +173,8 @@ class Trainer:
         if small:
             LOG.info(f"{len(small)} volume(s) smaller than the patch {tuple(patch)} on some axis "
                      f"are zero-padded: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
+        if self.is_main and self.split.val:  # a broken validation file fails now, not later
+            check_val_cases(self.store, self.split.val)
 
     def _build_model(self) -> torch.nn.Module:
         model = build_network(self.cfg["network"]).to(self.device)
