@@ -678,23 +678,23 @@ def _bad_input(kind: str, d: Path) -> tuple[Path, str]:
     if kind == "corrupt":
         p = d / "corrupt.nii.gz"
         p.write_bytes(b"\x1f\x8b\x08 this is no NIfTI" * 8)
-        return p, "cannot read image"
+        return p, "corrupt or unreadable image file"
     if kind == "not_an_image":
         p = d / "notes.mha"
         p.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4\nElementType = MET_FLOAT\n")
-        return p, "cannot read image"
+        return p, "corrupt or unreadable image file"
     if kind == "2d":
-        return _image(d / "flat.nii.gz", _good_zyx()[0]), "need a 3D image, got 2D"
+        return _image(d / "flat.nii.gz", _good_zyx()[0]), "image must be 3D, got 2D"
     if kind == "4d":
         vol = sitk.GetImageFromArray(_good_zyx())
         p = d / "series.nii.gz"
         sitk.WriteImage(sitk.JoinSeries([vol, vol]), str(p))
-        return p, "need a 3D image, got 4D"
+        return p, "image must be 3D, got 4D"
     if kind == "vector":
         p = d / "rgb.mha"
         sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6, 3), np.float32),
                                                isVector=True), str(p))
-        return p, "need a scalar image"
+        return p, "image must hold one value per voxel"
     if kind in ("nan", "inf"):
         arr = _good_zyx()
         arr[1, 2, 3] = np.nan if kind == "nan" else np.inf
@@ -785,11 +785,11 @@ def raw_kits(tmp_path_factory):
     cid = write_kits(raw, 5)
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 9), np.int16)),
                     str(raw / cid / "imaging.nii.gz"))
-    bad[cid] = ("imaging.nii.gz", "volume must be 3D, got 2D")
+    bad[cid] = ("imaging.nii.gz", "NIfTI must be 3D, got 2D")
     cid = write_kits(raw, 6)
     vol = sitk.GetImageFromArray(np.zeros((6, 7, 8), np.int16))
     sitk.WriteImage(sitk.JoinSeries([vol, vol]), str(raw / cid / "imaging.nii.gz"))
-    bad[cid] = ("imaging.nii.gz", "volume must be 3D, got 4D")
+    bad[cid] = ("imaging.nii.gz", "NIfTI must be 3D, got 4D")
     cid = write_kits(raw, 7)
     (raw / cid / "segmentation.nii.gz").unlink()
     bad[cid] = ("segmentation.nii.gz", "segmentation file not found")

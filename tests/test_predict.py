@@ -96,7 +96,7 @@ def test_predict_real_network_and_folder_output(predict_script, checkpoint, tmp_
 def test_predict_errors(predict_script, checkpoint, tmp_path, capsys):
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 9), np.float32)),
                     str(tmp_path / "flat.nii.gz"))
-    for inp, msg in (("flat.nii.gz", "need a 3D image"), ("none.nii.gz", "not found")):
+    for inp, msg in (("flat.nii.gz", "image must be 3D"), ("none.nii.gz", "not found")):
         rc = run_cli(predict_script.main, ["--checkpoint", str(checkpoint), "--input",
                                            str(tmp_path / inp), "--output",
                                            str(tmp_path / "o.nii.gz"), "--device", "cpu"])

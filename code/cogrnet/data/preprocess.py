@@ -60,6 +60,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .image_io import image_array, read_image
 from ..errors import ConfigError, DataError
 
 H5_SUFFIX = ".h5"
@@ -208,32 +209,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
     column ``n`` is the physical (LPS) unit vector of index axis ``n``, ``spacing`` in mm per
     index axis. A 4D file with one time point is read as 3D. Raises :class:`DataError`
     naming the file when it is missing, unreadable, not 3D or not numeric."""
-    import SimpleITK as sitk
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        detail = next((ln.strip() for ln in str(err).splitlines()
-                       if ln.strip() and "sitk::ERROR" in ln), "")
-        detail = detail.split("sitk::ERROR:", 1)[-1].strip() or type(err).__name__
-        raise DataError(f"{path}: corrupt or unreadable NIfTI file ({detail[:160]})") from None
-    dim = img.GetDimension()
-    size = tuple(img.GetSize())
-    if dim == 4 and size[3] == 1:
-        img = img[:, :, :, 0]
-        dim, size = 3, size[:3]
-    if dim != 3:
-        raise DataError(f"{path}: volume must be 3D, got {dim}D of size {size}")
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: expected one value per voxel, got "
-                        f"{img.GetNumberOfComponentsPerPixel()} (vector image)")
-    try:
-        arr = sitk.GetArrayFromImage(img)  # (k, j, i)
-    except RuntimeError as err:
-        raise DataError(f"{path}: corrupt NIfTI voxel data ({type(err).__name__})") from None
+    img = read_image(path, "NIfTI")
+    arr = image_array(img, path)  # (k, j, i)
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{path}: non-numeric voxel type {arr.dtype}")
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)

@@ -23,38 +23,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.image_io import image_array, read_image, sitk_module
 from ..errors import DataError
 
 READABLE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-def _sitk():
-    try:
-        import SimpleITK as sitk
-    except ImportError:  # pragma: no cover - depends on the machine
-        raise DataError("SimpleITK is not installed: it is needed to read/write NIfTI, NRRD "
-                        "and MHA files (pip install SimpleITK)") from None
-    return sitk
-
-
 def read_image_xyz(path: str | Path) -> tuple[np.ndarray, Any]:
     """Read a 3D scalar image file; return (float32 array ``(X, Y, Z)``, the sitk image whose
     geometry the mask will copy)."""
-    sitk = _sitk()
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise DataError(f"{path}: cannot read image ({first})") from None
-    if img.GetDimension() != 3:
-        raise DataError(f"{path}: need a 3D image, got {img.GetDimension()}D")
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: need a scalar image, got "
-                        f"{img.GetNumberOfComponentsPerPixel()} components per voxel")
-    arr = np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)).astype(np.float32)
+    img = read_image(path)
+    arr = np.transpose(image_array(img, path), (2, 1, 0)).astype(np.float32)
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: image holds NaN/inf voxels")
     return np.ascontiguousarray(arr), img
@@ -66,7 +45,7 @@ def _write_atomically(img: Any, path: Path) -> Path:
     A failure is a :class:`DataError` naming ``path``."""
     import os
 
-    sitk = _sitk()
+    sitk = sitk_module()
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp{ext}"))
     try:
@@ -90,7 +69,7 @@ def _write_atomically(img: Any, path: Path) -> Path:
 def write_mask_like(mask_xyz: np.ndarray, reference: Any, path: str | Path) -> Path:
     """Write a uint8 mask ``(X, Y, Z)`` on the grid of the sitk image ``reference``
     (spacing, origin, direction copied)."""
-    sitk = _sitk()
+    sitk = sitk_module()
     path = Path(path)
     size = tuple(reference.GetSize())
     if tuple(mask_xyz.shape) != size:
@@ -105,7 +84,7 @@ def write_prediction(pred: np.ndarray, path: str | Path,
                      spacing: Sequence[float] | None = None) -> Path:
     """Write an evaluation prediction ``(X, Y, Z)`` uint8 so that ``GetArrayFromImage``
     returns it unchanged; ``spacing`` is the ``(X, Y, Z)`` voxel size when known."""
-    sitk = _sitk()
+    sitk = sitk_module()
     path = Path(path)
     img = sitk.GetImageFromArray(np.ascontiguousarray(pred.astype(np.uint8)))
     if spacing is not None:
@@ -116,7 +95,7 @@ def write_prediction(pred: np.ndarray, path: str | Path,
 def read_prediction(path: str | Path, shape: Sequence[int], num_classes: int = 2) -> np.ndarray:
     """Read a file :func:`write_prediction` wrote; check its shape against the label's
     ``(X, Y, Z)`` and its values against the class range. Returns uint8 ``(X, Y, Z)``."""
-    sitk = _sitk()
+    sitk = sitk_module()
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: prediction file not found")

@@ -216,15 +216,9 @@ class Trainer:
             return None
         from ..evaluation.evaluate import evaluate_model
 
-        patch = self.cfg["patch_size"]
-        ov = self.cfg["val_overlap"]
-        strides = [max(1, int(round(p * (1 - ov)))) for p in patch]
-        was = model.training
-        model.eval()
-        rows = evaluate_model(model, self.store, self.split.val, patch, strides,
+        rows = evaluate_model(model, self.store, self.split.val, self.cfg["patch_size"], None,
                               num_classes=self.cfg["num_classes"], device=self.device,
-                              amp=self.cfg["amp"], nms=True, progress=False)
-        model.train(was)
+                              amp=self.cfg["amp"], nms=True, overlap=self.cfg["val_overlap"])
         return float(np.mean([r["dice"] for r in rows]))
 
     # ------------------------------------------------------------------- loop
