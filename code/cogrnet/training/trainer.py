@@ -260,27 +260,34 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg["amp"]) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
         ac = lambda: autocast(self.device, bool(cfg["amp"]))  # noqa: E731
-        offset = 0
-        with _StopFlag() as stop:
-            for k, stage in enumerate(self.stages):
-                start, end = offset, offset + stage.iterations
-                offset = end
-                if global_it >= end:
-                    continue
-                if not (resumed_stage == stage.name and global_it > start):
-                    student, teacher, optimizer = self._enter_stage(k, stage, student, state)
-                    for line in self.method.stage_start(stage, state):
-                        LOG.info(line)
-                    state = broadcast_object(state)  # every rank uses rank 0's method state
-                global_it = self._run_stage(stage, start, global_it, student, teacher, optimizer,
-                                            scaler, ac, state, stop)
-                if stop.signal is not None:
-                    self.interrupted = True
-                    return self.run_dir
-        LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
-        if self.writer is not None:
-            self.writer.close()
+        try:
+            with _StopFlag() as stop:
+                self._run_stages(student, teacher, optimizer, scaler, ac, state, global_it,
+                                 resumed_stage, stop)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
         return self.run_dir
+
+    def _run_stages(self, student, teacher, optimizer, scaler, ac, state: dict[str, Any],
+                    global_it: int, resumed_stage: str | None, stop: _StopFlag) -> None:
+        offset = 0
+        for k, stage in enumerate(self.stages):
+            start, end = offset, offset + stage.iterations
+            offset = end
+            if global_it >= end:
+                continue
+            if not (resumed_stage == stage.name and global_it > start):
+                student, teacher, optimizer = self._enter_stage(k, stage, student, state)
+                for line in self.method.stage_start(stage, state):
+                    LOG.info(line)
+                state = broadcast_object(state)  # every rank uses rank 0's method state
+            global_it = self._run_stage(stage, start, global_it, student, teacher, optimizer,
+                                        scaler, ac, state, stop)
+            if stop.signal is not None:
+                self.interrupted = True
+                return
+        LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
 
     def _enter_stage(self, k: int, stage: Stage, student, state: dict[str, Any]):
         """Fresh optimizer; a later stage starts from the previous stage's best weights; a
