@@ -56,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--patch_size", type=int, nargs=3, help="X Y Z (default: the preset's)")
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--batch_size", type=int, default=8)
-    o.add_argument("--labeled_bs", type=int, default=4)
+    o.add_argument("--batch_size", type=int, default=None,
+                   help="default: the method's own (docs/METHODS.md); 8 for cogrnet/bcp")
+    o.add_argument("--labeled_bs", type=int, default=None, help="default: the method's own; 4 for cogrnet/bcp")
     o.add_argument("--pre_max_iteration", type=int, help="two-stage methods (default: preset)")
     o.add_argument("--self_max_iteration", type=int, help="two-stage methods (default: preset)")
     o.add_argument("--max_iteration", type=int,
-                   help="single-stage methods (default: pre + self of the preset)")
+                   help="single-stage methods (default: the method's LA setup on LA, else pre + "
+                        "self of the preset)")
     o.add_argument("--base_lr", type=float, default=0.01)
     o.add_argument("--momentum", type=float, default=0.9)
     o.add_argument("--weight_decay", type=float, default=1e-4)
@@ -105,6 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Each method's own setup for LA, used where the flag is not given (docs/METHODS.md gives
+#: the sources). Batch sizes apply to every dataset, iteration counts to LA only (elsewhere
+#: the dataset preset's schedule).
+METHOD_DEFAULTS: dict[str, dict[str, int]] = {
+    "cogrnet": {"batch_size": 8, "labeled_bs": 4},
+    "bcp": {"batch_size": 8, "labeled_bs": 4, "pre_max_iteration": 2000, "self_max_iteration": 15000},
+    "mt": {"batch_size": 4, "labeled_bs": 2, "max_iteration": 6000},
+    "uamt": {"batch_size": 4, "labeled_bs": 2, "max_iteration": 6000},
+    "sup": {"batch_size": 4, "labeled_bs": 4, "max_iteration": 6000},
+}
+
+
+def _method_defaults(args: argparse.Namespace) -> None:
+    """Fill the unset batch and schedule flags from :data:`METHOD_DEFAULTS`."""
+    own = METHOD_DEFAULTS.get(args.method, {})
+    for key in ("batch_size", "labeled_bs"):
+        if getattr(args, key) is None:
+            setattr(args, key, own.get(key, 8 if key == "batch_size" else 4))
+    if args.dataset.lower() == "la":
+        for key in ("pre_max_iteration", "self_max_iteration", "max_iteration"):
+            if getattr(args, key) is None and key in own:
+                setattr(args, key, own[key])
+
+
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill preset defaults and check that the arguments fit together."""
     preset = get_preset(args.dataset)
@@ -115,6 +141,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if not two_stage and (args.pre_max_iteration is not None or args.self_max_iteration is not None):
         raise ConfigError(f"--pre_max_iteration/--self_max_iteration are for two-stage methods; "
                           f"{args.method} takes --max_iteration")
+    _method_defaults(args)
     patch = list(args.patch_size or preset.patch_size)
     bad = [p for p in patch if p < 16 or p % 16]
     if bad:
