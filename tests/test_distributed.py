@@ -49,3 +49,18 @@ def test_two_process_ddp_matches_single_process(phantom_root, tmp_path, method, 
     np.testing.assert_allclose(b, a, rtol=0.10)
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pth")
     assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_two_process_ddp_resume(phantom_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(CODE / "train.py"), "--root_path", str(phantom_root), "--out_root", str(tmp_path),
+            "--method", "mt", "--batch_size", "4", "--labeled_bs", "2", *ARGS, "--exp", "ddp"]
+    first = subprocess.run(base + ["--max_iteration", "3"], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(base + ["--max_iteration", "5", "--resume"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 5
+    assert "resumed from" in (tmp_path / "ddp" / "log.txt").read_text()
