@@ -10,7 +10,7 @@ from cogrnet.annotation import (DPA, CoarseLabel, FusionParams, PropagationParam
                                 read_coarse_label, read_user_dpa, simulate_dpa, validate_dpa,
                                 write_coarse_label)
 from cogrnet.annotation.dpa import choose_index, make_sparse
-from cogrnet.annotation.propagate import CrossLine, cross_line
+from cogrnet.annotation.propagate import cross_line
 from cogrnet.errors import ConfigError, DataError
 
 
