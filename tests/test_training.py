@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,4 +212,14 @@ def test_coarse_label_modes(phantom_root, phantom_coarse, tmp_path, extra):
     assert keys == ({"label", "label_b"} if "two_stream" in extra else
                     {"label", "weight"} if extra else {"label"})
     assert t.store.label_reads == []  # coarse labels only: no full label is read in training
+    if "two_stream" in extra:  # each set holds the other plane's annotated slice exactly
+        from cogrnet.annotation.io import read_coarse_label
+
+        vol = t.labeled[0]
+        coarse = read_coarse_label(phantom_coarse, vol.case_id)
+        (ax_a, ax_b), (i_a, i_b) = coarse.axes, coarse.indices
+        np.testing.assert_array_equal(np.take(vol.targets["label"], i_b, axis=ax_b),
+                                      np.take(coarse.annotation, i_b, axis=ax_b))
+        np.testing.assert_array_equal(np.take(vol.targets["label_b"], i_a, axis=ax_a),
+                                      np.take(coarse.annotation, i_a, axis=ax_a))
     assert load_checkpoint(tmp_path / "c" / "last.pth")["iteration"] == 2

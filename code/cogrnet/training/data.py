@@ -82,7 +82,11 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
         coarse = read_coarse_label(cfg["coarse_dir"], case_id, expected_shape=case.shape)
         targets: dict[str, np.ndarray] = {}
         if cfg["coarse_mode"] == "two_stream":
-            targets["label"], targets["label_b"] = coarse.label_a, coarse.label_b
+            # the reference's two label sets: each plane's propagated label with the other
+            # plane's annotated slice pasted in
+            (ax_a, ax_b), (i_a, i_b) = coarse.axes, coarse.indices
+            targets["label"] = paste_slice(coarse.label_a, coarse.annotation, ax_b, i_b)
+            targets["label_b"] = paste_slice(coarse.label_b, coarse.annotation, ax_a, i_a)
         else:
             targets["label"] = coarse.label
         where = coarse_path(cfg["coarse_dir"], case_id)
@@ -103,6 +107,14 @@ def check_val_cases(store: CaseStore, ids: list[str]) -> None:
 
     for case_id in ids:
         require_foreground(store.get(case_id, with_label=True))
+
+
+def paste_slice(label: np.ndarray, source: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """A copy of ``label`` whose slice ``index`` along ``axis`` is taken from ``source``."""
+    out = label.copy()
+    where = tuple(index if k == axis else slice(None) for k in range(label.ndim))
+    out[where] = source[where]
+    return out
 
 
 def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:
