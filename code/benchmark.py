@@ -110,11 +110,16 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
              "the test cases, then mean ± std over seeds when there are several.", "",
              "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) |",
              "|---|---|---|---|---|---|---|---|"]
+    missing = [r["name"] for r in results if not r["seeds"]]
     for r in results:
+        if not r["seeds"]:
+            continue
         cells = [_summary([s["mean"][m] for s in r["seeds"]]) for m in METRICS]
         wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60 if r["seeds"] else float("nan")
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
                      + f" | {wall:.1f} |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
     for r in results:
         if r["seeds"]:
