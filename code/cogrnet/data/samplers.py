@@ -76,8 +76,7 @@ class PatchBatcher:
         return images, targets
 
     def batch(self, iteration: int) -> dict[str, np.ndarray]:
-        """``image``: float32 ``(B, 1, X, Y, Z)``; each target key: ``(labeled_bs, X, Y, Z)``;
-        ``ids``: the case ID of each row."""
+        """``image``: float32 ``(B, 1, X, Y, Z)``; each target key: ``(labeled_bs, X, Y, Z)``."""
         li, lt = self._patches(self.labeled, 0, self.labeled_bs, iteration, True)
         ui, _ = self._patches(self.unlabeled, 1, self.unlabeled_bs, iteration, False)
         out: dict[str, np.ndarray] = {

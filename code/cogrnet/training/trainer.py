@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..data.dataset import CaseStore
 from ..data.samplers import PatchBatcher, Prefetcher
-from ..errors import CoGRNetError, ConfigError, DataError
+from ..errors import CoGRNetError, ConfigError, DataError, writable_dir
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
@@ -30,7 +30,8 @@ from ..networks import build_network
 from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
 from .checkpoint import (atomic_torch_save, check_resume, load_checkpoint, load_weights,
                          make_checkpoint)
-from .distributed import average_over_ranks, barrier, broadcast_buffers, broadcast_object
+from .distributed import (average_over_ranks, barrier, broadcast_buffers, broadcast_object,
+                          world_size)
 from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
                    unlabeled_volumes)
 
@@ -71,14 +72,7 @@ def _iteration_seed(seed: int, iteration: int) -> int:
 
 
 def _prepare_run_dir(cfg: dict[str, Any]) -> Path:
-    run_dir = Path(cfg["out_root"]) / cfg["exp"]
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test.{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"output folder {run_dir} is not writable ({err.strerror})") from None
+    run_dir = writable_dir(Path(cfg["out_root"]) / cfg["exp"], "--out_root/--exp")
     has_run = (run_dir / LAST).exists()
     if has_run and not cfg["resume"] and not cfg["overwrite"]:
         raise ConfigError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue "
@@ -137,7 +131,7 @@ class Trainer:
             if cfg[key] is None:
                 cfg[key] = self.device.type == "cuda"
         self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.world = world_size()
         self.is_main = self.rank == 0
         self.method = build_method(cfg)
         self.stages = self.method.stages()
