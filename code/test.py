@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     num_classes = (int(ckpt["config"]["network"].get("num_classes", preset.num_classes))
                    if ckpt is not None else preset.num_classes)
     lists_dir = args.lists_dir if args.lists_dir is not None else preset.lists_dir
-    store = CaseStore(args.root_path, num_classes=num_classes)
+    # the checkpoint's intensity normalisation; predictions scored from files need none
+    intensity = ckpt["config"].get("intensity", "none") if ckpt is not None else "none"
+    store = CaseStore(args.root_path, num_classes=num_classes, intensity=intensity)
     ids = store.split(args.split, lists_dir)
     list_file = find_list(args.root_path, args.split, lists_dir)
     split_name = Path(args.split).stem if Path(args.split).suffix else args.split
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                 "root_path": str(args.root_path), "split": args.split,
                 "list_file": str(list_file), "dataset": preset.name,
-                "num_classes": num_classes, "spacing_mm": list(spacing) if spacing else None,
+                "num_classes": num_classes, "intensity": intensity, "spacing_mm": list(spacing) if spacing else None,
                 "distance_unit": "voxel" + (" (and mm in *_mm)" if spacing else "")}
 
     if args.pred_dir is not None:

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 UAMT_DIR = "2018LA_Seg_Training Set"
 UAMT_FILE = "mri_norm2.h5"
@@ -155,15 +155,37 @@ def validate_label(label: np.ndarray, shape: Sequence[int], path: str | Path,
     return label.astype(np.uint8, copy=False)
 
 
+INTENSITY_MODES = ("none", "zscore")
+
+
+def normalize_intensity(image: np.ndarray, mode: str = "none") -> np.ndarray:
+    """``(X, Y, Z)`` float32 image -> the intensities the network sees.
+
+    ``none``: unchanged (the reference: the UA-MT LA files were z-scored over the whole scan
+    before cropping, so the stored crops differ in mean and spread); ``zscore``: zero mean,
+    unit standard deviation over this volume (a constant volume becomes zeros)."""
+    if mode == "none":
+        return image
+    if mode == "zscore":
+        std = float(image.std())
+        return ((image - float(image.mean())) / max(std, 1e-8)).astype(np.float32)
+    raise ValueError(f"unknown intensity mode '{mode}' (choose from {', '.join(INTENSITY_MODES)})")
+
+
 class CaseStore:
     """Cases of one dataset root, read once and cached in memory for this process.
 
-    ``get(case_id, with_label=False)`` never reads the label (unlabeled cases)."""
+    ``get(case_id, with_label=False)`` never reads the label (unlabeled cases); images come
+    back normalised with ``intensity`` (see :func:`normalize_intensity`)."""
 
-    def __init__(self, root: str | Path, num_classes: int = 2, cache: bool = True):
+    def __init__(self, root: str | Path, num_classes: int = 2, cache: bool = True,
+                 intensity: str = "none"):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset root folder not found")
+        if intensity not in INTENSITY_MODES:
+            raise ConfigError(f"intensity '{intensity}': choose from {', '.join(INTENSITY_MODES)}")
+        self.intensity = intensity
         self.num_classes = num_classes
         self.cache = cache
         self._cases: dict[tuple[str, bool], Case] = {}
@@ -183,6 +205,7 @@ class CaseStore:
                     return Case(hit.case_id, hit.path, hit.image, None)
                 return hit
         case = load_h5_case(self.path(case_id), case_id, with_label, self.num_classes)
+        case.image = normalize_intensity(case.image, self.intensity)
         with self._lock:
             if with_label:
                 self.label_reads.append(case_id)

@@ -83,7 +83,8 @@ def load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Pat
         raise DataError(f"{path}: weights do not fit the network ({detail})") from None
 
 
-RESUME_KEYS = ("method", "network")
+RESUME_KEYS = ("method", "network", "intensity")
+_KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
 
 def check_resume(path: str | Path, cfg: dict[str, Any]) -> None:
@@ -96,7 +97,7 @@ def check_resume(path: str | Path, cfg: dict[str, Any]) -> None:
     old = load_checkpoint(path, map_location="cpu")["config"]
     diffs = []
     for key in RESUME_KEYS:
-        a, b = old.get(key), cfg.get(key)
+        a, b = old.get(key, _KEY_DEFAULTS.get(key)), cfg.get(key, _KEY_DEFAULTS.get(key))
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):

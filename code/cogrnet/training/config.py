@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'auto' (val.list beside the lists, else the last 10%% of train), "
                         "'none', or a split name / list path")
     d.add_argument("--no_augment", action="store_true", help="no rot90/flip augmentation")
+    d.add_argument("--intensity", choices=("none", "zscore"), default="none",
+                   help="per-volume intensity normalisation applied on loading (none: the "
+                        "reference; test.py reads it from the checkpoint)")
 
     m = p.add_argument_group("method and network")
     m.add_argument("--method", default="cogrnet", choices=sorted(METHODS))
@@ -177,7 +180,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "labelnum": args.labelnum if args.labelnum is not None else preset.labelnum,
         "label_source": label_source, "coarse_mode": args.coarse_mode,
         "confidence_weighting": args.confidence_weighting,
-        "val_list": args.val_list, "augment": not args.no_augment,
+        "val_list": args.val_list, "augment": not args.no_augment, "intensity": args.intensity,
         "method": args.method, "num_classes": num_classes,
         "network": network_config("vnet", 1, num_classes, args.n_filters, args.normalization,
                                   args.dropout),

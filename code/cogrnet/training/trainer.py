@@ -141,7 +141,8 @@ class Trainer:
             check_resume(self.run_dir / LAST, cfg)
         _setup_logging(self.run_dir, self.is_main)
         seed_everything(cfg["seed"], deterministic=cfg["deterministic"])
-        self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"])
+        self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"],
+                               intensity=cfg.get("intensity", "none"))
         self.split = resolve_split(self.store, cfg)
         self.writer = None
         self.interrupted = False
