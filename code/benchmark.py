@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
     p.add_argument("--out", required=True, help="folder for results.md/json and val_dice.png")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the spec's")
-    p.add_argument("--rows", nargs="+", default=None, help="only these row names")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="only these row names (run and listed in the spec's order)")
     p.add_argument("--model_dir", default=str(MODEL_DIR))
     p.add_argument("--collect", action="store_true",
                    help="run nothing: write the table of the runs already finished")
