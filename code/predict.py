@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms", type=int, choices=(0, 1), default=1,
                    help="keep the largest connected component")
     p.add_argument("--normalize", choices=("zscore", "none"), default="zscore",
-                   help="intensity normalisation (zscore: per volume, as in training)")
+                   help="intensity normalisation of the whole input scan (zscore: as the LA "
+                        "h5 files were made, before their crop)")
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="clip to [LO, HI] and scale to [0, 1] before normalising (CT)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -84,9 +85,9 @@ def normalize(image, mode: str, window: Sequence[float] | None):
         if hi <= lo:
             raise ConfigError(f"--window {lo} {hi}: HI must be above LO")
         image = (np.clip(image, lo, hi) - lo) / (hi - lo)
-    if mode == "zscore":
-        image = (image - image.mean()) / (image.std() + 1e-8)
-    return image.astype(np.float32)
+    from cogrnet.data.dataset import normalize_intensity
+
+    return normalize_intensity(image.astype(np.float32), mode)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

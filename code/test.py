@@ -119,11 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                 "root_path": str(args.root_path), "split": args.split,
                 "list_file": str(list_file), "dataset": preset.name,
-                "num_classes": num_classes, "intensity": intensity, "spacing_mm": list(spacing) if spacing else None,
+                "num_classes": num_classes, "intensity": intensity,
+                "spacing_mm": list(spacing) if spacing else None,
                 "distance_unit": "voxel" + (" (and mm in *_mm)" if spacing else "")}
 
     if args.pred_dir is not None:
-        from cogrnet.evaluation.evaluate import error_text, require_foreground
+        from cogrnet.evaluation.evaluate import error_text, require_scorable
         from cogrnet.inference.nifti import read_prediction
 
         settings.update({"pred_dir": str(args.pred_dir), "postprocessing": "none (as saved)"})
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case_id in iterator:
             try:
                 case = store.get(case_id, with_label=True)
-                require_foreground(case)
+                require_scorable(case)
                 pred = read_prediction(Path(args.pred_dir) / f"{case_id}.nii.gz",
                                        case.label.shape, num_classes)
                 rows.append(score_prediction(case_id, pred, case.label, num_classes, spacing))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CoGRNetError, DataError
+from ..errors import CoGRNetError
 
 from .dpa import DPA, POLICIES, check_axes, read_user_dpa, simulate_dpa, validate_dpa
 from .fuse import FusionParams, fuse_planes
@@ -75,7 +75,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
     the DPA or to score it."""
     import SimpleITK as sitk
 
-    from ..data.dataset import CaseStore
+    from ..data.dataset import CaseStore, require_foreground
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, task.prop.threads))
     np.random.seed(task.seed % (2 ** 32))  # nothing here is random; kept for future stages
@@ -91,9 +91,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         else:
             case = store.get(task.case_id, with_label=True)
             assert case.label is not None
-            if not case.label.any():
-                raise DataError(f"{case.path}: label holds no foreground voxel, so there is "
-                                "no slice to annotate")
+            require_foreground(case.label, case.path, why="there is no slice to annotate")
             dpa = simulate_dpa(case.label, task.axes, task.policy, task.case_id)
         coarse = coarse_from_dpa(case.image, dpa, task.prop, task.fusion, task.use_cross)
         write_coarse_label(task.out_dir, task.case_id, coarse)

@@ -155,6 +155,14 @@ def validate_label(label: np.ndarray, shape: Sequence[int], path: str | Path,
     return label.astype(np.uint8, copy=False)
 
 
+def require_foreground(target: np.ndarray, path: str | Path, what: str = "label",
+                       why: str = "") -> None:
+    """A :class:`DataError` naming ``path`` when ``target`` has no foreground voxel;
+    ``why`` says what an empty one would break."""
+    if not target.any():
+        raise DataError(f"{path}: {what} holds no foreground voxel" + (f"; {why}" if why else ""))
+
+
 INTENSITY_MODES = ("none", "zscore")
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..data.dataset import Case, CaseStore
+from ..data.dataset import Case, CaseStore, require_foreground
 from ..inference.sliding_window import postprocess, predict_volume
 from .metrics import case_metrics
 
@@ -40,14 +40,12 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else 'no detail'}"
 
 
-def require_foreground(case: Case) -> None:
+def require_scorable(case: Case) -> None:
     """A reference label with no foreground voxel cannot be scored (Dice is 0 or 1 by
     convention only, distances undefined): a :class:`DataError` naming the file."""
-    from ..errors import DataError
-
-    if case.label is not None and not case.label.any():
-        raise DataError(f"{case.path}: label holds no foreground voxel; Dice, HD95 and ASD are "
-                        "undefined against an empty reference")
+    if case.label is not None:
+        require_foreground(case.label, case.path,
+                           why="Dice, HD95 and ASD are undefined against an empty reference")
 
 
 def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
@@ -65,7 +63,7 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
     ``shape``, ``seconds`` (inference + metrics). The model's train/eval mode is restored.
     With ``catch_errors`` a failing case gives ``{"case", "error"}`` and the loop goes on;
     otherwise the exception propagates. A case whose label is empty is an error (see
-    :func:`require_foreground`). ``callback`` sees each case's prediction."""
+    :func:`require_scorable`). ``callback`` sees each case's prediction."""
     rows: list[dict[str, Any]] = []
     ids = list(ids)
     iterator: Iterable[str] = ids
@@ -79,7 +77,7 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
         t0 = time.perf_counter()
         try:
             case = store.get(case_id, with_label=True)
-            require_foreground(case)
+            require_scorable(case)
             pred, prob = segment_image(model, case.image, patch, strides, overlap, device,
                                        amp, nms, mode, sw_batch_size)
             row = score_prediction(case_id, pred, case.label, num_classes, spacing)

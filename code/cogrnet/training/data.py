@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.dataset import CaseStore, find_list, read_list
+from ..data.dataset import CaseStore, find_list, read_list, require_foreground
 from ..data.samplers import TrainVolume
 from ..errors import ConfigError, DataError
+
+LABELED_NEEDS = "a labeled case needs some (is it the right file?)"
 
 
 @dataclass
@@ -59,12 +61,6 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     return RunSplit(labeled, unlabeled, val, source)
 
 
-def _require_foreground(target: np.ndarray, path: Path | str, what: str = "label") -> None:
-    if not target.any():
-        raise DataError(f"{path}: {what} holds no foreground voxel; a labeled case needs some "
-                        "(is it the right file?)")
-
-
 def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> list[TrainVolume]:
     """Labeled volumes with targets ``label`` (+ ``label_b`` in two-stream coarse mode,
     + ``weight`` when confidence weighting is on)."""
@@ -73,7 +69,7 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
     for case_id in ids:
         if source == "full":
             case = store.get(case_id, with_label=True)
-            _require_foreground(case.label, case.path)
+            require_foreground(case.label, case.path, why=LABELED_NEEDS)
             out.append(TrainVolume(case_id, case.image, {"label": case.label}))
             continue
         from ..annotation.io import coarse_path, read_coarse_label
@@ -93,7 +89,7 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
         for key, name in (("label", "label_a" if "label_b" in targets else "label"),
                           ("label_b", "label_b")):
             if key in targets:
-                _require_foreground(targets[key], where, f"coarse '{name}'")
+                require_foreground(targets[key], where, f"coarse '{name}'", LABELED_NEEDS)
         if cfg.get("confidence_weighting"):
             targets["weight"] = coarse.weight.astype(np.float32)
         out.append(TrainVolume(case_id, case.image, targets))
@@ -103,10 +99,10 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
 def check_val_cases(store: CaseStore, ids: list[str]) -> None:
     """Read (and cache) the validation cases with their labels at start-up, so that a broken
     validation file stops the run before training rather than at the first validation."""
-    from ..evaluation.evaluate import require_foreground
+    from ..evaluation.evaluate import require_scorable
 
     for case_id in ids:
-        require_foreground(store.get(case_id, with_label=True))
+        require_scorable(store.get(case_id, with_label=True))
 
 
 def paste_slice(label: np.ndarray, source: np.ndarray, axis: int, index: int) -> np.ndarray:
