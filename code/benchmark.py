@@ -6,8 +6,14 @@ The spec (JSON) holds ``common`` training arguments, a ``registration`` block (m
 when a row trains on coarse labels), a ``test`` block and the ``rows``; each row is a
 method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
 made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
-written into the table). Finished runs are not rerun. Outputs in ``--out``: ``results.md``
-(the table), ``results.json`` and ``val_dice.png`` (validation Dice over iterations).
+written into the table). Outputs in ``--out``: ``results.md`` (the table), ``results.json``
+and ``val_dice.png`` (validation Dice over iterations).
+
+A (row, seed) is finished when its run folder holds ``bench_result.json`` or when the
+``results.json`` already in ``--out`` records it with the same training command; finished
+runs are not rerun, and the table always lists every finished row of the spec, so rows can
+be run one invocation (or one machine) at a time without losing the earlier ones. To redo a
+row, delete its run folder and its entry in ``results.json``.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ sys.path.insert(0, str(CODE))
 
 from cogrnet.config import MODEL_DIR, REPO_ROOT  # noqa: E402
 from cogrnet.errors import ConfigError, run_cli  # noqa: E402
+from cogrnet.fileio import write_json_atomic  # noqa: E402
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 
@@ -85,6 +92,18 @@ def _summary(values: list[float]) -> str:
     return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
+def recorded_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` from an earlier ``results.json`` (empty if none)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {(r["name"], s["seed"]): s for r in data["results"] for s in r["seeds"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a benchmark results file ({err}); move it away "
+                          "to start a new table") from None
+
+
 def _val_curve(run: Path) -> tuple[list[int], list[float]]:
     path = run / "metrics.jsonl"
     if not path.exists():
@@ -98,26 +117,42 @@ def _val_curve(run: Path) -> tuple[list[int], list[float]]:
     return its, [by_it[i] for i in its]
 
 
+def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
+    """Fill a result's validation curve from its run folder when it was not recorded."""
+    if "val_curve" not in result:
+        its, dice = _val_curve(Path(result["run_dir"]))
+        if its:
+            result["val_curve"] = {"iterations": its, "dice": dice}
+    return result
+
+
 def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
                   command: str) -> None:
-    """``results.md``, ``results.json`` and ``val_dice.png`` in ``out``."""
+    """``results.md``, ``results.json`` and ``val_dice.png`` (when some row has a
+    validation curve) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"spec": spec, "results": results}, indent=2) + "\n")
+    write_json_atomic(out / "results.json", {"spec": spec, "results": results})
     lines = [f"# {spec.get('title', 'Benchmark')}", "",
-             f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}.", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; rows finished by "
+             "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
              spec.get("notes", ""), "",
              "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
              "the test cases, then mean ± std over seeds when there are several.", "",
-             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) | measured |",
+             "|---|---|---|---|---|---|---|---|---|"]
     missing = [r["name"] for r in results if not r["seeds"]]
     for r in results:
         if not r["seeds"]:
             continue
         cells = [_summary([s["mean"][m] for s in r["seeds"]]) for m in METRICS]
-        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60 if r["seeds"] else float("nan")
+        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
+        mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
+        dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
-                     + f" | {wall:.1f} |")
+                     + f" | {wall:.1f}{mark} | {dates} |")
+    if any(s.get("resumed") for r in results for s in r["seeds"]):
+        lines += ["", "\\* resumed from a checkpoint: the wall time covers only the part after "
+                  "the resume."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
     lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
@@ -128,19 +163,25 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     if spec.get("registration"):
         lines += ["", "Coarse labels (once, before the rows):", "", "```",
                   spec["registration"].get("command", ""), "```"]
-    lines += ["", "![validation Dice](val_dice.png)", ""]
-    (out / "results.md").write_text("\n".join(lines))
+    curves = {r["name"]: r["seeds"][0]["val_curve"] for r in results
+              if r["seeds"] and r["seeds"][0].get("val_curve", {}).get("iterations")}
+    no_curve = [r["name"] for r in results if r["seeds"] and r["name"] not in curves]
+    if curves:
+        lines += ["", "![validation Dice](val_dice.png)"]
+    if no_curve:
+        lines += ["", f"No validation curve recorded for: {', '.join(no_curve)} (run without a "
+                  "validation list, or finished before curves were kept in results.json)."]
+    (out / "results.md").write_text("\n".join(lines + [""]))
+    if not curves:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in results:
-        if r["seeds"]:
-            its, dice = _val_curve(Path(r["seeds"][0]["run_dir"]))
-            if its:
-                ax.plot(its, dice, marker=".", label=r["name"])
+    for name, curve in curves.items():
+        ax.plot(curve["iterations"], curve["dice"], marker=".", label=name)
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation Dice (fast protocol)")
     ax.grid(alpha=0.3)
@@ -148,6 +189,24 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     fig.tight_layout()
     fig.savefig(out / "val_dice.png", dpi=120)
     plt.close(fig)
+
+
+def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
+            log: Path) -> dict[str, Any]:
+    """Train (resuming from ``last.pth`` if there is one) and test one (row, seed); its
+    result, also written to ``run_dir/bench_result.json``."""
+    print(f"{exp}: training", flush=True)
+    resume = ["--resume"] if (run_dir / "last.pth").exists() else []
+    seconds = _run(train + resume, log)
+    print(f"{exp}: testing", flush=True)
+    seconds += _run(test, log)
+    summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
+    result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
+              "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
+              "mean": {m: summary["mean"][m] for m in METRICS},
+              "train_command": _short(train), "test_command": _short(test)}
+    write_json_atomic(run_dir / "bench_result.json", _with_curve(result))
+    return result
 
 
 def main(argv=None) -> int:
@@ -191,35 +250,41 @@ def main(argv=None) -> int:
             print(f"registration -> {reg['out_dir']}", flush=True)
             _run(reg_cmd, out / "logs" / "registration.log")
 
-    results = []
-    for row in rows:
+    selected = {r["name"] for r in rows}
+    recorded = recorded_results(out / "results.json")
+    results, pending = [], []
+    for row in spec["rows"]:
         entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
                  "seeds": []}
-        for seed in seeds:
+        results.append(entry)
+        row_seeds = sorted(set(seeds) | set(spec.get("seeds", []))
+                           | {s for (name, s) in recorded if name == row["name"]})
+        for seed in row_seeds:
             exp, train, test = row_commands(spec, row, seed, model_dir)
             run_dir = model_dir / exp
             done = run_dir / "bench_result.json"
+            earlier = recorded.get((row["name"], seed))
+            if earlier is not None and earlier.get("train_command") != _short(train):
+                earlier = None  # the spec changed since: that number is not this row's
+            to_run = row["name"] in selected and seed in seeds
             if done.exists():
-                entry["seeds"].append(json.loads(done.read_text()))
+                result = json.loads(done.read_text())
+                result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
                 print(f"{exp}: done earlier", flush=True)
+            elif earlier is not None:
+                result = earlier
+                print(f"{exp}: recorded in {out / 'results.json'}", flush=True)
+            else:
+                if to_run and a.collect:
+                    print(f"{exp}: not finished, left out", flush=True)
+                elif to_run:
+                    pending.append((entry, seed, exp, train, test, run_dir))
                 continue
-            if a.collect:
-                print(f"{exp}: not finished, left out", flush=True)
-                continue
-            print(f"{exp}: training", flush=True)
-            log = out / "logs" / f"{exp}.log"
-            resume = ["--resume"] if (run_dir / "last.pth").exists() else []
-            seconds = _run(train + resume, log)
-            print(f"{exp}: testing", flush=True)
-            seconds += _run(test, log)
-            summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
-            result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
-                      "mean": {m: summary["mean"][m] for m in METRICS},
-                      "train_command": _short(train), "test_command": _short(test)}
-            done.write_text(json.dumps(result, indent=2) + "\n")
-            entry["seeds"].append(result)
-        results.append(entry)
-        write_outputs(spec, results, out, command)
+            entry["seeds"].append(_with_curve(result))
+    for entry, seed, exp, train, test, run_dir in pending:
+        result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log")
+        entry["seeds"] = sorted(entry["seeds"] + [result], key=lambda r: r["seed"])
+        write_outputs(spec, results, out, command)  # the table so far, in case a later run fails
     write_outputs(spec, results, out, command)
     print(f"wrote {out / 'results.md'}")
     return 0

@@ -11,7 +11,6 @@ flagged when its standard deviation is below half or above twice the split's med
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from cogrnet.data.dataset import CaseStore  # noqa: E402
 from cogrnet.errors import run_cli  # noqa: E402
+from cogrnet.fileio import write_json_atomic  # noqa: E402
 
 
 def case_stats(image: np.ndarray, label: np.ndarray) -> dict[str, float]:
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     print(f"{len(rows)} case(s); median std {np.median([r['std'] for r in rows]):.3f}; "
           f"{sum(flags)} flagged")
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json_atomic(a.json, rows)
     return 0
 
 

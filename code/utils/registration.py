@@ -8,7 +8,6 @@ Writes ``DIR/<ID>.h5`` (label, label_a, label_b, weight, annotation) per case an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -25,6 +24,7 @@ from cogrnet.annotation.fuse import METHODS  # noqa: E402
 from cogrnet.config import PRESETS, get_preset  # noqa: E402
 from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
+from cogrnet.fileio import write_json_atomic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "mean_dice_b": _mean([c["dice_b"] for c in ok]),
                "seconds_per_case": _mean([c["seconds"] for c in ok]),
                "settings": settings}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out_dir / "summary.json", summary)
     print(f"{len(ok)}/{len(cases)} case(s) ok; mean dice {summary['mean_dice']}, "
           f"{summary['seconds_per_case']} s per case -> {out_dir / 'summary.json'}")
     failed = [c for c in cases if c["status"] != "ok"]

@@ -13,13 +13,13 @@ are in no mean. NaN is written as ``null`` in JSON and as ``nan`` in the CSV.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..fileio import write_json_atomic
 from .metrics import METRIC_NAMES
 
 MM_NAMES = ("hd95_mm", "asd_mm")
@@ -121,7 +121,5 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str | Path,
         for r in rows:
             writer.writerow({k: (_fmt(r[k], 6) if isinstance(r.get(k), float) else r.get(k, ""))
                              for k in fields})
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out_dir / "summary.json")
+    write_json_atomic(out_dir / "summary.json", summary)
     return summary

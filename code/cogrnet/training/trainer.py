@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..data.dataset import CaseStore
 from ..data.samplers import PatchBatcher, Prefetcher
 from ..errors import CoGRNetError, ConfigError, DataError, writable_dir
+from ..fileio import write_json_atomic
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
@@ -98,12 +99,6 @@ def _setup_logging(run_dir: Path, is_main: bool = True) -> None:
 
     LOG.addHandler(_TqdmHandler())
     LOG.propagate = False
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _to_device(batch: dict[str, np.ndarray], device: torch.device,
@@ -220,7 +215,7 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.cfg
         if self.is_main:
-            _write_json(self.run_dir / "config.json", cfg)
+            write_json_atomic(self.run_dir / "config.json", cfg, sort_keys=True)
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
