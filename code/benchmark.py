@@ -92,16 +92,37 @@ def _summary(values: list[float]) -> str:
     return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
+RESULT_KEYS = ("seed", "run_dir", "seconds", "mean", "train_command", "test_command")
+
+
+def _check_result(result: Any, path: Path) -> dict[str, Any]:
+    """One run's result as read from ``path``; a clear error when it is not one."""
+    if not isinstance(result, dict) or any(k not in result for k in RESULT_KEYS):
+        raise ConfigError(f"{path}: not a benchmark result (needs {', '.join(RESULT_KEYS)}); "
+                          "delete it to rerun that row")
+    return result
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """``bench_result.json`` of a finished run."""
+    try:
+        return _check_result(json.loads(path.read_text()), path)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); delete it "
+                          "to rerun that row") from None
+
+
 def recorded_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """``(row name, seed) -> result`` from an earlier ``results.json`` (empty if none)."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-        return {(r["name"], s["seed"]): s for r in data["results"] for s in r["seeds"]}
+        pairs = [(r["name"], s) for r in data["results"] for s in r["seeds"]]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: not a benchmark results file ({err}); move it away "
                           "to start a new table") from None
+    return {(name, _check_result(s, path)["seed"]): s for name, s in pairs}
 
 
 def _val_curve(run: Path) -> tuple[list[int], list[float]]:
@@ -268,7 +289,7 @@ def main(argv=None) -> int:
                 earlier = None  # the spec changed since: that number is not this row's
             to_run = row["name"] in selected and seed in seeds
             if done.exists():
-                result = json.loads(done.read_text())
+                result = read_result(done)
                 result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
                 print(f"{exp}: done earlier", flush=True)
             elif earlier is not None:

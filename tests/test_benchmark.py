@@ -51,7 +51,6 @@ def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
     assert "| cog | cogrnet | 1 |" in (tmp_path / "out" / "results.md").read_text()
 
 
-
 def _fake_run(runs, spec, row, seed):
     """A finished (row, seed) as benchmark.py leaves it, without training (for --collect)."""
     from benchmark import _short, row_commands
@@ -100,7 +99,18 @@ def test_benchmark_keeps_recorded_rows_without_their_run_folders(tmp_path):
     _, table = collect()
     assert "| a | sup | 1 |" in table and "| c |" not in table and "Not run yet: c." in table
 
-    (out / "results.json").write_text("[1, 2]")
+    for text, message in [("[1, 2]", "not a benchmark results file"),
+                          ('{"spec": {}, "results": [{"name": "a", "seeds": [{"seed": 1}]}]}',
+                           "not a benchmark result (needs")]:
+        (out / "results.json").write_text(text)
+        bad = subprocess.run(base, capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr
+
+    # A damaged bench_result.json in a run folder: one line naming it.
+    (out / "results.json").unlink()
+    _fake_run(runs, spec, spec["rows"][0], 1)
+    damaged = runs / "b_a_s1" / "bench_result.json"
+    damaged.write_text("{")
     bad = subprocess.run(base, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "not a benchmark results file" in bad.stderr
+    assert bad.returncode != 0 and str(damaged) in bad.stderr and "not valid JSON" in bad.stderr
     assert "Traceback" not in bad.stderr
