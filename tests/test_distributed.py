@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,33 @@ ARGS = ["--dataset", "phantom", "--n_filters", "4", "--patch_size", "32", "32", 
         "--device", "cpu", "--no_progress", "--num_workers", "1", "--label_source", "full",
         "--labelnum", "2", "--val_list", "none", "--normalization", "instancenorm",
         "--dropout", "0", "--save_interval", "3"]
+
+
+def _torchrun(args: list[str], log_dir: Path, env: dict[str, str],
+              fresh: Path | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 <args>`` with each rank's output in
+    ``log_dir`` and appended to ``stderr``, so a failure shows the rank's own error and not
+    only the launcher's summary. A run in which a rank was killed by a signal (gloo's TCP
+    transport can abort a process on a loaded machine) is run once more, with a warning,
+    after removing the run folder ``fresh``; a Python error in a rank fails at once."""
+    def once(attempt: int) -> subprocess.CompletedProcess:
+        logs = log_dir / f"attempt{attempt}"
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node", "2", "--log-dir", str(logs), "--redirects", "3",
+                              *args], env=env, capture_output=True, text=True, timeout=600)
+        for f in sorted(logs.rglob("std*.log")):
+            out.stderr += f"\n--- {f.relative_to(logs)} ---\n" + f.read_text()[-3000:]
+        return out
+
+    out = once(0)
+    codes = [int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", out.stderr)]
+    if out.returncode and codes and all(c < 0 for c in codes):  # signals only, no Python error
+        warnings.warn("torchrun: a rank died from a signal; ran again. First attempt:\n"
+                      + out.stderr[-3000:])
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        out = once(1)
+    return out
 
 
 def _losses(run, key):
@@ -37,10 +68,8 @@ def test_two_process_ddp_matches_single_process(phantom_root, tmp_path, method, 
     single = subprocess.run([sys.executable, *base, "--exp", "single"], env=env,
                             capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", *base, "--exp", "ddp"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    ddp = _torchrun([*base, "--exp", "ddp"], tmp_path / "torchrun", env, fresh=tmp_path / "ddp")
+    assert ddp.returncode == 0, ddp.stderr[-6000:]
     a, b = _losses(tmp_path / "single", key), _losses(tmp_path / "ddp", key)
     assert len(a) == len(b) > 0
     # Same patches, cuboids and starting weights; instance norm and no dropout remove the
@@ -53,14 +82,12 @@ def test_two_process_ddp_matches_single_process(phantom_root, tmp_path, method, 
 
 def test_two_process_ddp_resume(phantom_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            str(CODE / "train.py"), "--root_path", str(phantom_root), "--out_root", str(tmp_path),
+    base = [str(CODE / "train.py"), "--root_path", str(phantom_root), "--out_root", str(tmp_path),
             "--method", "mt", "--batch_size", "4", "--labeled_bs", "2", *ARGS, "--exp", "ddp"]
-    first = subprocess.run(base + ["--max_iteration", "3"], env=env, capture_output=True,
-                           text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = subprocess.run(base + ["--max_iteration", "5", "--resume"], env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    first = _torchrun(base + ["--max_iteration", "3"], tmp_path / "torchrun_first", env,
+                      fresh=tmp_path / "ddp")
+    assert first.returncode == 0, first.stderr[-6000:]
+    again = _torchrun(base + ["--max_iteration", "5", "--resume"], tmp_path / "torchrun_again", env)
+    assert again.returncode == 0, again.stderr[-6000:]
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 5
     assert "resumed from" in (tmp_path / "ddp" / "log.txt").read_text()

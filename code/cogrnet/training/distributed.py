@@ -45,6 +45,10 @@ def distributed_context(cfg: dict[str, Any]) -> Iterator[None]:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield
+        # Tear down together: a rank that finishes first (rank 0 still writes checkpoints)
+        # would otherwise close its connections while the others still hold theirs. Not on
+        # an error, where the other ranks may never arrive.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
