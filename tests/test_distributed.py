@@ -1,13 +1,15 @@
-"""torchrun with 2 CPU processes (gloo) trains, and its loss curve follows a single-process
-run at the same global batch."""
+"""torchrun with 2 CPU processes (gloo) trains, its loss curve follows a single-process run
+at the same global batch, it resumes, and a signal to one rank stops both."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -91,3 +93,52 @@ def test_two_process_ddp_resume(phantom_root, tmp_path):
     assert again.returncode == 0, again.stderr[-6000:]
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 5
     assert "resumed from" in (tmp_path / "ddp" / "log.txt").read_text()
+
+
+def _rank_pid(launcher_pid: int, rank: int, timeout: float = 120) -> int | None:
+    """PID of the torchrun worker whose environment says ``RANK=<rank>`` (Linux /proc)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        for children in Path(f"/proc/{launcher_pid}/task").glob("*/children"):
+            for pid in children.read_text().split():
+                try:
+                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if f"RANK={rank}".encode() in env:
+                    return int(pid)
+        time.sleep(0.1)
+    return None
+
+
+def test_signal_to_one_rank_stops_all_ranks_at_the_same_iteration(phantom_root, tmp_path):
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("needs Linux /proc to find a worker's PID")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = tmp_path / "torchrun"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(logs), "--redirects", "3", str(CODE / "train.py"), "--root_path",
+         str(phantom_root), "--out_root", str(tmp_path), "--method", "mt", "--batch_size", "4",
+         "--labeled_bs", "2", *ARGS, "--max_iteration", "100000", "--exp", "ddp"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        pid = _rank_pid(proc.pid, 1)
+        assert pid is not None, "rank 1 not found"
+        last = tmp_path / "ddp" / "last.pth"
+        t0 = time.time()
+        while not last.exists() and proc.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.05)
+        assert last.exists(), "no checkpoint before the signal"
+        os.kill(pid, signal.SIGTERM)  # rank 1 only; rank 0 hears of it through the agreement
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:  # a hang: take the workers down with the launcher
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    rank_logs = "".join(f.read_text() for f in sorted(logs.rglob("std*.log")))
+    assert "Traceback" not in rank_logs, rank_logs[-3000:]
+    log = (tmp_path / "ddp" / "log.txt").read_text()
+    assert "stopped by signal" in log, rank_logs[-3000:]
+    stopped = load_checkpoint(last)["iteration"]
+    assert f"at iteration {stopped};" in log

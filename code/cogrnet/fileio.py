@@ -1,17 +1,42 @@
-"""Result files written whole or not at all."""
+"""Files written whole or not at all."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; renamed over ``path`` when
+    the block ends, removed when it raises. A reader, or a crash at any moment, sees the old
+    file or the new one, never half of one. ``suffix`` keeps an extension that a writer
+    reads the format from (e.g. ``".tmp.nii.gz"``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a binary file at an :func:`atomic_path`, fsync'd before the
+    rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, obj: Any, sort_keys: bool = False) -> Path:
-    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over
-    ``path``: a reader, or a crash at any moment, sees the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)
-    return path
+    """``obj`` as indented JSON at ``path``, written by :func:`atomic_write`."""
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n"  # a bad object fails here
+    return atomic_write(path, lambda f: f.write(text.encode()))

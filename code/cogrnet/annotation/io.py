@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_path
 
 KEYS = ("label", "label_a", "label_b", "weight", "annotation")
 
@@ -46,20 +47,17 @@ def write_coarse_label(coarse_dir: str | Path, case_id: str, coarse: CoarseLabel
     import h5py
 
     path = coarse_path(coarse_dir, case_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     annotation = coarse.annotation if coarse.annotation is not None else np.zeros_like(coarse.label)
     arrays = {"label": coarse.label.astype(np.uint8), "label_a": coarse.label_a.astype(np.uint8),
               "label_b": coarse.label_b.astype(np.uint8),
               "weight": coarse.weight.astype(np.float32),
               "annotation": annotation.astype(np.uint8)}
-    with h5py.File(tmp, "w", track_order=False) as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
         for key in KEYS:
             f.create_dataset(key, data=arrays[key], compression="gzip", compression_opts=4,
                              track_times=False)
         f["annotation"].attrs["axes"] = np.asarray(coarse.axes, dtype=np.int64)
         f["annotation"].attrs["indices"] = np.asarray(coarse.indices, dtype=np.int64)
-    tmp.replace(path)
     return path
 
 

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_path
 
 UAMT_DIR = "2018LA_Seg_Training Set"
 UAMT_FILE = "mri_norm2.h5"
@@ -245,11 +246,7 @@ def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray | None)
     """Write ``image``/``label`` to an h5 file (gzip, like the UA-MT files), atomically."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("image", data=image, compression="gzip")
         if label is not None:
             f.create_dataset("label", data=label, compression="gzip")
-    tmp.replace(path)

@@ -47,7 +47,6 @@ kits19 repository root holding ``data/``) and ``volume-12`` (LiTS: ``volume-12.n
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shutil
 import time
@@ -62,6 +61,7 @@ from scipy import ndimage
 
 from .image_io import image_array, read_image
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_path
 
 H5_SUFFIX = ".h5"
 LIST_NAMES = ("train.list", "test.list")
@@ -417,25 +417,17 @@ def load_raw_case(raw: RawCase, preset: PreprocessPreset
 
 def write_processed_h5(path: str | Path, case: ProcessedCase) -> None:
     """Write ``image``/``label``/``label_raw`` (gzip) and attrs to ``path`` atomically
-    (a ``.tmp`` file renamed into place)."""
+    (:func:`cogrnet.fileio.atomic_path`)."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=case.image, compression="gzip")
-            if case.label is not None:
-                f.create_dataset("label", data=case.label, compression="gzip")
-            if case.label_raw is not None:
-                f.create_dataset("label_raw", data=case.label_raw, compression="gzip")
-            for key, value in case.attrs.items():
-                f.attrs[key] = value
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=case.image, compression="gzip")
+        if case.label is not None:
+            f.create_dataset("label", data=case.label, compression="gzip")
+        if case.label_raw is not None:
+            f.create_dataset("label_raw", data=case.label_raw, compression="gzip")
+        for key, value in case.attrs.items():
+            f.attrs[key] = value
 
 
 @dataclass

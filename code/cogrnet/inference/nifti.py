@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data.image_io import image_array, read_image, sitk_module
 from ..errors import DataError
+from ..fileio import atomic_path
 
 READABLE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -43,15 +44,11 @@ def _write_atomically(img: Any, path: Path) -> Path:
     """``sitk.WriteImage`` to a temporary file beside ``path`` (same extension, so the same
     format), then rename it over ``path``: an existing file is replaced whole or not at all.
     A failure is a :class:`DataError` naming ``path``."""
-    import os
-
     sitk = sitk_module()
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp{ext}"))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(img, tmp, True)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=f".tmp{ext}") as tmp:
+            sitk.WriteImage(img, str(tmp), True)
     except OSError as err:
         raise DataError(f"{path}: cannot write the image ({err.strerror or type(err).__name__})"
                         ) from None
@@ -60,9 +57,6 @@ def _write_atomically(img: Any, path: Path) -> Path:
         detail = next((ln.split("ERROR:", 1)[-1].strip() for ln in lines if "ERROR:" in ln),
                       lines[-1] if lines else type(err).__name__)[:160]
         raise DataError(f"{path}: cannot write the image ({detail})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -17,36 +17,21 @@ A checkpoint is a dict::
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_write
 
 FORMAT = "cogrnet-checkpoint-v1"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Save to a temporary file in the same folder, fsync, then rename over ``path``: a
-    reader (or a crash at any moment) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``torch.save`` through :func:`cogrnet.fileio.atomic_write`: a reader (or a crash at
+    any moment) sees the old file or the new one, never half of one."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

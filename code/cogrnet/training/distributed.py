@@ -5,7 +5,8 @@ the global batch (``batch_size / N`` patches, ``labeled_bs / N`` of them labeled
 are averaged by DDP, BatchNorm statistics stay per rank (plain BatchNorm; DDP broadcasts
 rank 0's running statistics at every forward, and the EMA teacher's buffers are broadcast
 from rank 0 after each update so the teacher is identical on all ranks). Validation, logging
-and checkpoints happen on rank 0.
+and checkpoints happen on rank 0. A SIGINT/SIGTERM that reaches any rank stops all of them
+after the same iteration.
 """
 from __future__ import annotations
 
@@ -72,6 +73,18 @@ def average_over_ranks(scalars: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.cpu().tolist()))
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (``flag`` as is outside a
+    process group). Lets all ranks leave the training loop at the same iteration."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier() -> None:

@@ -31,8 +31,8 @@ from ..networks import build_network
 from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
 from .checkpoint import (atomic_torch_save, check_resume, load_checkpoint, load_weights,
                          make_checkpoint)
-from .distributed import (average_over_ranks, barrier, broadcast_buffers, broadcast_object,
-                          world_size)
+from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
+                          broadcast_object, world_size)
 from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
                    unlabeled_volumes)
 
@@ -272,9 +272,9 @@ class Trainer:
                 for line in self.method.stage_start(stage, state):
                     LOG.info(line)
                 state = broadcast_object(state)  # every rank uses rank 0's method state
-            global_it = self._run_stage(stage, start, global_it, student, teacher, optimizer,
-                                        scaler, ac, state, stop)
-            if stop.signal is not None:
+            global_it, stopped = self._run_stage(stage, start, global_it, student, teacher,
+                                                 optimizer, scaler, ac, state, stop)
+            if stopped:
                 self.interrupted = True
                 return
         LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
@@ -297,7 +297,9 @@ class Trainer:
         return student, teacher, self._optimizer(student)
 
     def _run_stage(self, stage: Stage, start: int, global_it: int, student, teacher, optimizer,
-                   scaler, ac, state: dict[str, Any], stop: _StopFlag) -> int:
+                   scaler, ac, state: dict[str, Any], stop: _StopFlag) -> tuple[int, bool]:
+        """Iterations of one stage from ``global_it``; returns the iteration reached and
+        whether a signal stopped the stage."""
         cfg = self.cfg
         lbs = cfg["labeled_bs"] // self.world
         ubs = (cfg["batch_size"] - cfg["labeled_bs"]) // self.world if stage.unlabeled else 0
@@ -315,6 +317,7 @@ class Trainer:
         t_loop = time.perf_counter()
         t_warm, wait_warm = t_loop, 0.0
         n_done = 0
+        stopping = False
         try:
             for it in range(global_it - start, stage.iterations):
                 lr = cfg["base_lr"] * cfg["lr_gamma"] ** (it // cfg["lr_step"])
@@ -325,7 +328,7 @@ class Trainer:
                 batch = _to_device(prefetch.get(global_it), self.device, cfg["channels_last"])
                 ctx = StepContext(forward, teacher, it, stage, rng, lbs, ac, state)
                 out = self.method.step(batch, ctx)
-                if not torch.isfinite(out.loss):
+                if any_rank(not bool(torch.isfinite(out.loss))):  # every rank skips or stops
                     if cfg["skip_nonfinite"]:
                         LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
                         optimizer.zero_grad(set_to_none=True)
@@ -351,6 +354,10 @@ class Trainer:
                         torch.cuda.synchronize(self.device)
                     t_warm, wait_warm = time.perf_counter(), prefetch.wait_seconds
                 self._log_step(global_it, stage, lr, out, bar)
+                # read once per iteration, and agreed by all ranks, so they stop together
+                stopping = any_rank(stop.signal is not None)
+                if stopping and stop.signal is None:
+                    stop.signal = signal.SIGTERM  # another rank was signalled
                 if (it + 1) % cfg["val_interval"] == 0 or it + 1 == stage.iterations:
                     dice = self._validate(student)
                     if dice is not None:
@@ -368,9 +375,9 @@ class Trainer:
                     self._save(stage.best_name, student, teacher, None, global_it, stage, state)
                     LOG.info(f"no validation list: {stage.best_name} holds the last weights")
                 if (global_it % cfg["save_interval"] == 0 or it + 1 == stage.iterations
-                        or stop.signal is not None):
+                        or stopping):
                     self._save(LAST, student, teacher, optimizer, global_it, stage, state)
-                if stop.signal is not None:
+                if stopping:
                     LOG.info(f"stopped by signal {stop.signal} at iteration {global_it}; "
                              f"{self.run_dir / LAST} saved; rerun with --resume to continue")
                     break
@@ -392,7 +399,7 @@ class Trainer:
             self.timing[stage.name] = {
                 "iterations": n_done, "seconds": end - t_loop, "it_per_s": n / elapsed,
                 "data_wait_fraction": wait, "excludes_warmup": steady}
-        return global_it
+        return global_it, stopping
 
     # ---------------------------------------------------------------- logging
     def _scalar(self, tag: str, value: float, step: int) -> None:

@@ -1,0 +1,44 @@
+"""Atomic writers: the old file survives a failed write, no temporary file is left, and the
+new file gets the usual permissions."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cogrnet.fileio import atomic_path, atomic_write, write_json_atomic
+
+
+def test_json_written_whole_with_umask_permissions(tmp_path):
+    path = write_json_atomic(tmp_path / "sub" / "a.json", {"b": 1, "a": [1, 2]}, sort_keys=True)
+    assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    write_json_atomic(path, {"old": True})
+
+    def half_then_fail(f):
+        f.write(b'{"new": ')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    with pytest.raises(TypeError):  # not JSON: fails before anything is written
+        write_json_atomic(path, {"x": object()})
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_path_keeps_the_suffix_and_renames_on_success(tmp_path):
+    path = tmp_path / "img.nii.gz"
+    with atomic_path(path, suffix=".tmp.nii.gz") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".tmp.nii.gz")
+        assert not path.exists()
+        tmp.write_bytes(b"x")
+    assert path.read_bytes() == b"x" and not tmp.exists()
