@@ -33,7 +33,7 @@ sys.path.insert(0, str(CODE))
 
 from cogrnet.config import MODEL_DIR, REPO_ROOT  # noqa: E402
 from cogrnet.errors import ConfigError, run_cli  # noqa: E402
-from cogrnet.fileio import write_json_atomic  # noqa: E402
+from cogrnet.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 
@@ -156,7 +156,7 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     lines = [f"# {spec.get('title', 'Benchmark')}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; rows finished by "
              "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
-             spec.get("notes", ""), "",
+             *([spec["notes"], ""] if spec.get("notes") else []),
              "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
              "the test cases, then mean ± std over seeds when there are several.", "",
              "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) | measured |",
@@ -192,7 +192,7 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     if no_curve:
         lines += ["", f"No validation curve recorded for: {', '.join(no_curve)} (run without a "
                   "validation list, or finished before curves were kept in results.json)."]
-    (out / "results.md").write_text("\n".join(lines + [""]))
+    write_text_atomic(out / "results.md", "\n".join(lines + [""]))
     if not curves:
         return
     import matplotlib

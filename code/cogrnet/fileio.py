@@ -36,7 +36,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return Path(path)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """``text`` (UTF-8) at ``path``, written by :func:`atomic_write`."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
 def write_json_atomic(path: str | Path, obj: Any, sort_keys: bool = False) -> Path:
     """``obj`` as indented JSON at ``path``, written by :func:`atomic_write`."""
     text = json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n"  # a bad object fails here
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return write_text_atomic(path, text)
