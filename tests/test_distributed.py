@@ -95,18 +95,27 @@ def test_two_process_ddp_resume(phantom_root, tmp_path):
     assert "resumed from" in (tmp_path / "ddp" / "log.txt").read_text()
 
 
+def _children(pid: int) -> dict[int, list[bytes]]:
+    """``child pid -> environment`` of the processes whose parent is ``pid`` (Linux /proc)."""
+    out = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            status = (proc / "status").read_text()
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            out[int(proc.name)] = env
+    return out
+
+
 def _rank_pid(launcher_pid: int, rank: int, timeout: float = 120) -> int | None:
-    """PID of the torchrun worker whose environment says ``RANK=<rank>`` (Linux /proc)."""
+    """PID of the torchrun worker whose environment says ``RANK=<rank>``."""
     t0 = time.time()
     while time.time() - t0 < timeout:
-        for children in Path(f"/proc/{launcher_pid}/task").glob("*/children"):
-            for pid in children.read_text().split():
-                try:
-                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if f"RANK={rank}".encode() in env:
-                    return int(pid)
+        for pid, env in _children(launcher_pid).items():
+            if f"RANK={rank}".encode() in env:
+                return pid
         time.sleep(0.1)
     return None
 
@@ -121,7 +130,7 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_iteration(phantom_root, 
          "--log-dir", str(logs), "--redirects", "3", str(CODE / "train.py"), "--root_path",
          str(phantom_root), "--out_root", str(tmp_path), "--method", "mt", "--batch_size", "4",
          "--labeled_bs", "2", *ARGS, "--max_iteration", "100000", "--exp", "ddp"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         pid = _rank_pid(proc.pid, 1)
         assert pid is not None, "rank 1 not found"
@@ -133,8 +142,10 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_iteration(phantom_root, 
         os.kill(pid, signal.SIGTERM)  # rank 1 only; rank 0 hears of it through the agreement
         proc.wait(timeout=120)
     finally:
-        if proc.poll() is None:  # a hang: take the workers down with the launcher
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # a hang: take the workers (own sessions) down, then torchrun
+            for worker in _children(proc.pid):
+                os.kill(worker, signal.SIGKILL)
+            proc.kill()
             proc.wait()
     rank_logs = "".join(f.read_text() for f in sorted(logs.rglob("std*.log")))
     assert "Traceback" not in rank_logs, rank_logs[-3000:]

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..fileio import write_json_atomic
+from ..fileio import atomic_path, write_json_atomic
 from .metrics import METRIC_NAMES
 
 MM_NAMES = ("hd95_mm", "asd_mm")
@@ -109,13 +109,14 @@ def format_table(rows: Sequence[dict[str, Any]], summary: dict[str, Any] | None 
 
 def write_report(rows: Sequence[dict[str, Any]], out_dir: str | Path,
                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``per_case.csv`` and ``summary.json`` under ``out_dir``; return the summary."""
+    """Write ``per_case.csv`` and ``summary.json`` under ``out_dir`` (each atomically);
+    return the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows, settings)
     keys = _metric_keys([r for r in rows if "error" not in r])
     fields = ["case"] + keys + ["empty_prediction", "seconds", "error"]
-    with open(out_dir / "per_case.csv", "w", newline="") as f:
+    with atomic_path(out_dir / "per_case.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:

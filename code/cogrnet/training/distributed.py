@@ -54,48 +54,55 @@ def distributed_context(cfg: dict[str, Any]) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _in_group() -> bool:
+    """Inside a process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(values: list[float], dtype: torch.dtype, op: Any = None) -> torch.Tensor:
+    """``values`` reduced over the ranks (``op``: a ``dist.ReduceOp``, the sum by default;
+    on the GPU for NCCL), back on the CPU."""
+    t = torch.tensor(values, dtype=dtype)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op)
+    return t.cpu()
+
+
 @torch.no_grad()
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Make every rank's buffers equal to rank 0's (no-op outside a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _in_group():
         for b in module.buffers():
             dist.broadcast(b, src=0)
 
 
 def average_over_ranks(scalars: dict[str, float]) -> dict[str, float]:
     """Mean of each logged scalar over the ranks (the values of a single process as is)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not scalars:
+    if not _in_group() or not scalars:
         return scalars
     keys = sorted(scalars)
-    t = torch.tensor([float(scalars[k]) for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.cpu().tolist()))
+    t = _all_reduce([float(scalars[k]) for k in keys], torch.float64) / dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on at least one (``flag`` as is outside a
     process group). Lets all ranks leave the training loop at the same iteration."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _in_group():
         return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_all_reduce([int(flag)], torch.int32, dist.ReduceOp.MAX).item())
 
 
 def barrier() -> None:
     """Wait for all ranks (no-op outside a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _in_group():
         dist.barrier()
 
 
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's copy of a picklable object on every rank (as is outside a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _in_group():
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
