@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +54,25 @@ def _flags(args: dict[str, Any]) -> list[str]:
     return out
 
 
-def _run(cmd: list[str], log: Path) -> float:
+def thread_env(threads: int | None) -> dict[str, str] | None:
+    """The environment of a row's commands: ``threads`` intra-op threads (torch, OpenMP,
+    MKL) unless the caller's environment already sets them; ``None``: inherit as is."""
+    if threads is None:
+        return None
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(key, str(threads))
+    return env
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
     """Run a command from the repository root, its output into ``log``; seconds taken."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
-        res = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
+        res = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
     if res.returncode != 0:
         raise ConfigError(f"command failed (exit {res.returncode}), see {log}: {shlex.join(cmd)}")
     return time.perf_counter() - t0
@@ -213,21 +227,59 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
 
 
 def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
-            log: Path) -> dict[str, Any]:
+            log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Train (resuming from ``last.pth`` if there is one) and test one (row, seed); its
     result, also written to ``run_dir/bench_result.json``."""
     print(f"{exp}: training", flush=True)
     resume = ["--resume"] if (run_dir / "last.pth").exists() else []
-    seconds = _run(train + resume, log)
+    seconds = _run(train + resume, log, env)
     print(f"{exp}: testing", flush=True)
-    seconds += _run(test, log)
+    seconds += _run(test, log, env)
     summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
     result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
               "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
+              "threads": (env or os.environ).get("OMP_NUM_THREADS", "all cores"),
               "mean": {m: summary["mean"][m] for m in METRICS},
               "train_command": _short(train), "test_command": _short(test)}
     write_json_atomic(run_dir / "bench_result.json", _with_curve(result))
     return result
+
+
+def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, out: Path) -> None:
+    """Run the pending (row, seed) runs, ``jobs`` at a time, first seed of every row first;
+    after each finished run the table is rewritten (``write``), so a later failure or a
+    stopped session keeps it. A failed run is reported and the others go on."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be at least 1")
+    order = sorted(range(len(pending)), key=lambda i: (seeds.index(pending[i][1]), i))
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def one(i: int) -> None:
+        entry, seed, exp, train, test, run_dir = pending[i]
+        try:
+            result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
+                             thread_env(threads))
+        except ConfigError as err:
+            if jobs == 1:
+                raise
+            print(f"{exp}: failed: {err}", flush=True)
+            failures.append(exp)
+            return
+        with lock:
+            entry["seeds"] = sorted(entry["seeds"] + [result], key=lambda r: r["seed"])
+            write()
+
+    if jobs == 1:
+        for i in order:
+            one(i)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, order))
+    if failures:
+        raise ConfigError(f"{len(failures)} run(s) failed: {', '.join(failures)} (logs in "
+                          f"{out / 'logs'}); the table holds the others")
 
 
 def main(argv=None) -> int:
@@ -238,6 +290,11 @@ def main(argv=None) -> int:
     p.add_argument("--rows", nargs="+", default=None,
                    help="only these row names (run and listed in the spec's order)")
     p.add_argument("--model_dir", default=str(MODEL_DIR))
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, each with cores/jobs threads (on 2 CPU cores two "
+                        "one-thread runs make 1.6x the iterations of one two-thread run, "
+                        "docs/PERFORMANCE.md); pending runs start in seed-major order: the "
+                        "first seed of every selected row before any second seed")
     p.add_argument("--collect", action="store_true",
                    help="run nothing: write the table of the runs already finished")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -302,10 +359,7 @@ def main(argv=None) -> int:
                     pending.append((entry, seed, exp, train, test, run_dir))
                 continue
             entry["seeds"].append(_with_curve(result))
-    for entry, seed, exp, train, test, run_dir in pending:
-        result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log")
-        entry["seeds"] = sorted(entry["seeds"] + [result], key=lambda r: r["seed"])
-        write_outputs(spec, results, out, command)  # the table so far, in case a later run fails
+    run_pending(pending, seeds, a.jobs, lambda: write_outputs(spec, results, out, command), out)
     write_outputs(spec, results, out, command)
     print(f"wrote {out / 'results.md'}")
     return 0

@@ -19,7 +19,8 @@ class DatasetPreset:
     """What one dataset needs beyond the generic defaults.
 
     ``axes``: the two annotated planes (array axes of the ``(X, Y, Z)`` volume), plane A
-    first. ``stride_xy``/``stride_z``: the paper's sliding-window strides in voxels.
+    first. ``intensity``: the default of ``--intensity`` (every preset: ``zscore``, since
+    the stored LA crops differ in mean and spread; ``none`` reproduces the reference). ``stride_xy``/``stride_z``: the paper's sliding-window strides in voxels.
     """
 
     name: str
@@ -33,6 +34,7 @@ class DatasetPreset:
     stride_xy: int = 18
     stride_z: int = 4
     lists_dir: str | None = None
+    intensity: str = "zscore"  # per-volume normalisation on loading ("none": the reference)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class PatchBatcher:
         self.target_keys = sorted(self.labeled[0].targets) if self.labeled else []
 
     def _patches(self, vols: Sequence[TrainVolume], stream: int, per_rank: int,
-                 iteration: int, with_targets: bool) -> tuple[list, dict[str, list]]:
+                 iteration: int, with_targets: bool) -> tuple[list, dict[str, list], list[int]]:
         first = (iteration * self.world + self.rank) * per_rank
         idx = stream_indices(self.seed, stream, first, per_rank, len(vols))
         images, targets = [], {k: [] for k in (self.target_keys if with_targets else [])}
@@ -73,14 +73,17 @@ class PatchBatcher:
             images.append(apply_patch_params(vol.image, params, self.patch))
             for k in targets:
                 targets[k].append(apply_patch_params(vol.targets[k], params, self.patch))
-        return images, targets
+        return images, targets, idx
 
     def batch(self, iteration: int) -> dict[str, np.ndarray]:
-        """``image``: float32 ``(B, 1, X, Y, Z)``; each target key: ``(labeled_bs, X, Y, Z)``."""
-        li, lt = self._patches(self.labeled, 0, self.labeled_bs, iteration, True)
-        ui, _ = self._patches(self.unlabeled, 1, self.unlabeled_bs, iteration, False)
+        """``image``: float32 ``(B, 1, X, Y, Z)``; each target key: ``(labeled_bs, X, Y, Z)``;
+        ``unlabeled_index``: the index in ``unlabeled`` of each unlabeled patch's volume."""
+        li, lt, _ = self._patches(self.labeled, 0, self.labeled_bs, iteration, True)
+        ui, _, uidx = self._patches(self.unlabeled, 1, self.unlabeled_bs, iteration, False)
         out: dict[str, np.ndarray] = {
             "image": np.stack(li + ui)[:, None].astype(np.float32, copy=False)}
+        if uidx:
+            out["unlabeled_index"] = np.asarray(uidx, dtype=np.int64)
         for k, v in lt.items():
             out[k] = np.stack(v)
         return out

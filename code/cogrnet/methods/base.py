@@ -12,13 +12,16 @@ from torch import nn
 @dataclass(frozen=True)
 class Stage:
     """One training stage. ``unlabeled``: the batches carry unlabeled patches;
-    ``teacher``: an EMA teacher is kept (created from the student at the stage start)."""
+    ``teacher``: an EMA teacher is kept (created from the student at the stage start);
+    ``ema_warmup``: the teacher's decay ramps up from 0 (UA-MT, a teacher trained from
+    scratch) instead of being constant from the first step (a pre-trained teacher)."""
 
     name: str
     iterations: int
     unlabeled: bool
     teacher: bool
     best_name: str = "best.pth"
+    ema_warmup: bool = True
 
 
 @dataclass
@@ -41,6 +44,9 @@ class StepOutput:
     scalars: dict[str, float] = field(default_factory=dict)
     # for TensorBoard image snapshots: image (X,Y,Z), target and prediction of one sample
     snapshot: dict[str, torch.Tensor] = field(default_factory=dict)
+    # foreground fraction of the teacher's label (pseudo label or prob >= 0.5) per unlabeled
+    # sample, in batch order: the trainer keeps the last value per unlabeled volume
+    unlabeled_fg: torch.Tensor | None = None
 
 
 class Method:

@@ -1,7 +1,8 @@
 """CoGRNet and BCP: copy-paste pre-training, then a Mean Teacher with Focus Area mixing.
 
 Stage ``pre`` (labeled patches only): halves ``a``/``b`` of the labeled batch are mixed with
-a cuboid mask ``M``: ``a * M + b * (1 - M)``, labels likewise.
+a cuboid mask ``M``: ``a * M + b * (1 - M)``, labels likewise; with ``pre_mix_directions``
+2 also ``b * M + a * (1 - M)``, so every labeled patch is the outer part of one mixed image.
 Stage ``self``: ``X1 = la * M + ua * (1 - M)`` and ``X2 = ub * M + lb * (1 - M)`` with teacher
 pseudo labels on the unlabeled parts; the labeled region has weight 1, the unlabeled one
 ``u_weight``. The two methods differ only in their labels (BCP: full labels) and in the
@@ -37,7 +38,9 @@ class CopyPaste(Method):
         c = self.cfg
         return [Stage("pre", c["pre_max_iteration"], unlabeled=False, teacher=False,
                       best_name="pretrain_best.pth"),
-                Stage("self", c["self_max_iteration"], unlabeled=True, teacher=True)]
+                # the teacher starts as the pre-trained weights, constant decay from step one
+                Stage("self", c["self_max_iteration"], unlabeled=True, teacher=True,
+                      ema_warmup=False)]
 
     def stage_start(self, stage: Stage, state: dict[str, Any]) -> list[str]:
         if stage.name != "self":
@@ -74,10 +77,15 @@ class CopyPaste(Method):
         start, size = sample_cuboid(ctx.rng, patch, self.cfg["pre_fa_ratio"])
         m = cuboid_mask(patch, start, size, img.device)
         la, lb = self._labels(batch, n)
-        x = mix(img[:n], img[n:2 * n], m)
-        y = mix(la.float(), lb.float(), m).round().long()
         wa, wb = self._confidence(batch, n)
+        x = mix(img[:n], img[n:2 * n], m)
+        y = mix(la.float(), lb.float(), m)
         w = None if wa is None else mix(wa, wb, m)
+        if self.cfg.get("pre_mix_directions", 1) == 2:  # b into a and a into b
+            x = torch.cat([x, mix(img[n:2 * n], img[:n], m)])
+            y = torch.cat([y, mix(lb.float(), la.float(), m)])
+            w = None if w is None else torch.cat([w, mix(wb, wa, m)])
+        y = y.round().long()
         with ctx.autocast():
             logits = ctx.student(x)
         loss = ce_dice(logits, y, w)
@@ -117,7 +125,8 @@ class CopyPaste(Method):
         scalars = {"loss/self": loss.item(), "loss/mix_l_u": loss1.item(),
                    "loss/mix_u_l": loss2.item(), "train/fa_ratio": ctx.state["fa_ratio"],
                    "train/pseudo_fg_fraction": pseudo.float().mean().item()}
-        return StepOutput(loss, scalars, snapshot(x1, y1, logits))
+        return StepOutput(loss, scalars, snapshot(x1, y1, logits),
+                          unlabeled_fg=pseudo.flatten(1).float().mean(1))
 
 
 class BCP(CopyPaste):

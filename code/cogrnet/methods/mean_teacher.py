@@ -53,7 +53,8 @@ class MeanTeacher(Method):
                    "loss/consistency": cons.item(), "train/consistency_weight": w}
         if mask is not None:
             scalars["train/certain_fraction"] = mask.float().mean().item()
-        return StepOutput(loss, scalars, snapshot(img, lab, logits))
+        return StepOutput(loss, scalars, snapshot(img, lab, logits),
+                          unlabeled_fg=(t_prob[:, 1:].sum(1) >= 0.5).flatten(1).float().mean(1))
 
 
 class UAMT(MeanTeacher):

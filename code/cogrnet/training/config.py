@@ -14,6 +14,10 @@ from ..methods.registry import METHODS, TWO_STAGE
 from ..networks import network_config
 
 
+#: ``--pre_mix_directions`` default (docs/METHODS.md: measured on the LA validation list)
+PRE_MIX_DEFAULT = 2
+
+
 def _ratio(text: str) -> str | float:
     if text == "auto":
         return text
@@ -45,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'auto' (val.list beside the lists, else the last 10%% of train), "
                         "'none', or a split name / list path")
     d.add_argument("--no_augment", action="store_true", help="no rot90/flip augmentation")
-    d.add_argument("--intensity", choices=("none", "zscore"), default="none",
-                   help="per-volume intensity normalisation applied on loading (none: the "
-                        "reference; test.py reads it from the checkpoint)")
+    d.add_argument("--intensity", choices=("none", "zscore"), default=None,
+                   help="per-volume intensity normalisation applied on loading (default: the "
+                        "preset's, zscore for every preset; none: the reference; test.py "
+                        "reads it from the checkpoint)")
 
     m = p.add_argument_group("method and network")
     m.add_argument("--method", default="cogrnet", choices=sorted(METHODS))
@@ -78,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Focus Area ratio for self-training: 'auto' or a number")
     o.add_argument("--fa_ratio_range", type=float, nargs=2, default=(0.6, 0.733))
     o.add_argument("--pre_fa_ratio", type=_ratio, default=2 / 3, help="ratio in pre-training")
+    o.add_argument("--pre_mix_directions", type=int, choices=(1, 2), default=PRE_MIX_DEFAULT,
+                   help="pre-training mixes per pair of labeled patches: 1 (a into b, the "
+                        "reference: 4 labeled patches give 2 mixed images) or 2 (also b into a: "
+                        "4 mixed images); docs/METHODS.md gives the measurement")
     o.add_argument("--no_pseudo_lcc", action="store_true",
                    help="keep all pseudo-label components (default: largest only)")
     o.add_argument("--consistency", type=float, default=0.1, help="mt/uamt weight")
@@ -180,7 +189,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "labelnum": args.labelnum if args.labelnum is not None else preset.labelnum,
         "label_source": label_source, "coarse_mode": args.coarse_mode,
         "confidence_weighting": args.confidence_weighting,
-        "val_list": args.val_list, "augment": not args.no_augment, "intensity": args.intensity,
+        "val_list": args.val_list, "augment": not args.no_augment,
+        "intensity": args.intensity or preset.intensity,
         "method": args.method, "num_classes": num_classes,
         "network": network_config("vnet", 1, num_classes, args.n_filters, args.normalization,
                                   args.dropout),
@@ -193,6 +203,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "lr_step": args.lr_step, "lr_gamma": args.lr_gamma, "ema_decay": args.ema_decay,
         "u_weight": args.u_weight, "fa_ratio": fa, "fa_ratio_range": list(args.fa_ratio_range),
         "pre_fa_ratio": float(args.pre_fa_ratio), "pseudo_lcc": not args.no_pseudo_lcc,
+        "pre_mix_directions": args.pre_mix_directions,
         "consistency": args.consistency, "consistency_rampup": args.consistency_rampup,
         "uamt_passes": args.uamt_passes, "seed": args.seed,
         "skip_nonfinite": args.skip_nonfinite,

@@ -39,6 +39,7 @@ from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_s
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
 WARMUP = 5  # iterations left out of the it/s figure (cudnn autotuning, allocator warm-up)
+EMPTY_FG = 1e-4  # a teacher label with less foreground than this fraction counts as empty
 
 
 class TrainingError(CoGRNetError):
@@ -201,7 +202,8 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------- validation
-    def _validate(self, model: torch.nn.Module) -> float | None:
+    def _validate(self, model: torch.nn.Module) -> dict[str, float] | None:
+        """Dice per validation case (``case_id -> dice``), ``None`` without a list."""
         if not self.split.val or not self.is_main:
             return None
         from ..evaluation.evaluate import evaluate_model
@@ -209,7 +211,48 @@ class Trainer:
         rows = evaluate_model(model, self.store, self.split.val, self.cfg["patch_size"], None,
                               num_classes=self.cfg["num_classes"], device=self.device,
                               amp=self.cfg["amp"], nms=True, overlap=self.cfg["val_overlap"])
-        return float(np.mean([r["dice"] for r in rows]))
+        return {r["case"]: float(r["dice"]) for r in rows}
+
+    def _validation_round(self, stage: Stage, global_it: int, student, teacher,
+                          state: dict[str, Any]) -> float | None:
+        """Validate the student (and the teacher, when there is one); scalars to TensorBoard,
+        per-case Dice and the unlabeled volumes' pseudo-label foreground to ``metrics.jsonl``.
+        Returns the student's mean Dice."""
+        cases = self._validate(student)
+        if cases is None:
+            return None
+        dice = float(np.mean(list(cases.values())))
+        row: dict[str, Any] = {"iteration": global_it, "stage": stage.name, "val/dice": dice,
+                               "val/case_dice": cases}
+        self._scalar("val/dice", dice, global_it)
+        msg = f"iteration {global_it}: validation Dice {dice:.4f}"
+        if teacher is not None:
+            t_cases = self._validate(teacher)
+            t_dice = float(np.mean(list(t_cases.values())))
+            row.update({"val/teacher_dice": t_dice, "val/teacher_case_dice": t_cases})
+            self._scalar("val/teacher_dice", t_dice, global_it)
+            msg += f", teacher {t_dice:.4f}"
+        fg = state.get("unlabeled_fg")
+        if stage.unlabeled and fg:
+            empty = sum(v < EMPTY_FG for v in fg.values())
+            row.update({"train/unlabeled_fg": fg, "train/unlabeled_empty": empty})
+            self._scalar("train/unlabeled_empty_volumes", empty, global_it)
+            msg += f"; teacher label empty on the last patch of {empty}/{len(fg)} unlabeled volumes"
+        zero = [c for c, d in cases.items() if d == 0]
+        if zero:
+            msg += f"; Dice 0 on {', '.join(zero)}"
+        self._record(row)
+        LOG.info(msg)
+        return dice
+
+    def _track_unlabeled_fg(self, out, index: np.ndarray | None, state: dict[str, Any]) -> None:
+        """Last teacher-label foreground fraction per unlabeled volume (``state``, so it is
+        in checkpoints and survives a resume)."""
+        if out.unlabeled_fg is None or index is None:
+            return
+        fg = state.setdefault("unlabeled_fg", {})
+        for i, v in zip(index.tolist(), out.unlabeled_fg.tolist()):
+            fg[self.unlabeled[i].case_id] = round(float(v), 5)
 
     # ------------------------------------------------------------------- loop
     def run(self) -> Path:
@@ -325,9 +368,12 @@ class Trainer:
                     g["lr"] = lr
                 torch.manual_seed(_iteration_seed(cfg["seed"], global_it))
                 rng = np.random.default_rng([cfg["seed"], 11, global_it])
-                batch = _to_device(prefetch.get(global_it), self.device, cfg["channels_last"])
+                host = prefetch.get(global_it)
+                u_index = host.pop("unlabeled_index", None)
+                batch = _to_device(host, self.device, cfg["channels_last"])
                 ctx = StepContext(forward, teacher, it, stage, rng, lbs, ac, state)
                 out = self.method.step(batch, ctx)
+                self._track_unlabeled_fg(out, u_index, state)
                 if any_rank(not bool(torch.isfinite(out.loss))):  # every rank skips or stops
                     if cfg["skip_nonfinite"]:
                         LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
@@ -344,7 +390,7 @@ class Trainer:
                 scaler.step(optimizer)
                 scaler.update()
                 if teacher is not None:
-                    update_ema(teacher, student, cfg["ema_decay"], it)
+                    update_ema(teacher, student, cfg["ema_decay"], it, warmup=stage.ema_warmup)
                     if self.world > 1:
                         broadcast_buffers(teacher)
                 global_it += 1
@@ -359,18 +405,14 @@ class Trainer:
                 if stopping and stop.signal is None:
                     stop.signal = signal.SIGTERM  # another rank was signalled
                 if (it + 1) % cfg["val_interval"] == 0 or it + 1 == stage.iterations:
-                    dice = self._validate(student)
-                    if dice is not None:
-                        self._scalar("val/dice", dice, global_it)
-                        self._record({"iteration": global_it, "stage": stage.name, "val/dice": dice})
-                        msg = f"iteration {global_it}: validation Dice {dice:.4f}"
-                        if dice > best:
-                            best = dice
-                            state["best"][stage.name] = best
-                            self._save(stage.best_name, student, teacher, None, global_it, stage,
-                                       state, {"val_dice": dice})
-                            msg += f" (best, saved {stage.best_name})"
-                        LOG.info(msg)
+                    dice = self._validation_round(stage, global_it, student, teacher, state)
+                    if dice is not None and dice > best:
+                        best = dice
+                        state["best"][stage.name] = best
+                        self._save(stage.best_name, student, teacher, None, global_it, stage,
+                                   state, {"val_dice": dice})
+                        LOG.info(f"iteration {global_it}: best validation Dice so far, saved "
+                                 f"{stage.best_name}")
                 if it + 1 == stage.iterations and not self.split.val:
                     self._save(stage.best_name, student, teacher, None, global_it, stage, state)
                     LOG.info(f"no validation list: {stage.best_name} holds the last weights")
