@@ -14,6 +14,11 @@ A (row, seed) is finished when its run folder holds ``bench_result.json`` or whe
 runs are not rerun, and the table always lists every finished row of the spec, so rows can
 be run one invocation (or one machine) at a time without losing the earlier ones. To redo a
 row, delete its run folder and its entry in ``results.json``.
+
+``--collect`` runs nothing and writes the table of what is finished; ``--collect FILE ...``
+also takes the runs recorded in other JSON files: another ``results.json``, or the report of
+``scripts/gpu_benchmark.py`` (its ``table``), with the same rule (a run counts when its
+training command is the one this spec makes).
 """
 from __future__ import annotations
 
@@ -126,17 +131,34 @@ def read_result(path: Path) -> dict[str, Any]:
                           "to rerun that row") from None
 
 
+def _result_pairs(text: str, path: Path, hint: str,
+                  key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` of a results file's text (of its ``key`` part, when
+    the file holds one); a one-line error naming ``path`` otherwise."""
+    try:
+        data = json.loads(text)
+        if key is not None and isinstance(data, dict) and key in data:
+            data = data[key]
+        pairs = [(r["name"], s) for r in data["results"] for s in r["seeds"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a benchmark results file ({err}); {hint}") from None
+    return {(name, _check_result(s, path)["seed"]): s for name, s in pairs}
+
+
 def recorded_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """``(row name, seed) -> result`` from an earlier ``results.json`` (empty if none)."""
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text())
-        pairs = [(r["name"], s) for r in data["results"] for s in r["seeds"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not a benchmark results file ({err}); move it away "
-                          "to start a new table") from None
-    return {(name, _check_result(s, path)["seed"]): s for name, s in pairs}
+    return _result_pairs(path.read_text(), path, "move it away to start a new table")
+
+
+def imported_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` from a file given to ``--collect``: a ``results.json``
+    or a ``scripts/gpu_benchmark.py`` report (the runs under its ``table``)."""
+    if not path.is_file():
+        raise ConfigError(f"--collect {path}: file not found")
+    return _result_pairs(path.read_text(), path, "give a results.json or a "
+                         "scripts/gpu_benchmark.py report", key="table")
 
 
 def _val_curve(run: Path) -> tuple[list[int], list[float]]:
@@ -152,13 +174,65 @@ def _val_curve(run: Path) -> tuple[list[int], list[float]]:
     return its, [by_it[i] for i in its]
 
 
+TEACHER_METHODS = ("mt", "uamt", "cogrnet", "bcp")  # their checkpoints hold an EMA teacher
+
+
+def teacher_test_command(test: list[str]) -> list[str]:
+    """The test command of a row scored with the EMA teacher's weights (``--ema``), into
+    ``bench_test_ema`` beside the student's ``bench_test``."""
+    cmd = list(test)
+    k = cmd.index("--out_dir") + 1
+    cmd[k] = str(Path(cmd[k]).with_name("bench_test_ema"))
+    return cmd + ["--ema"]
+
+
+def _case_dice(summary_path: Path) -> dict[str, float] | None:
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    return {c["case"]: c["dice"] for c in summary["cases"] if "dice" in c}
+
+
 def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
-    """Fill a result's validation curve from its run folder when it was not recorded."""
+    """Fill what was not recorded from the run folder: the validation curve, the Dice per
+    test case, and the teacher's scores (``bench_test_ema/summary.json``) when it was tested."""
+    run = Path(result["run_dir"])
     if "val_curve" not in result:
-        its, dice = _val_curve(Path(result["run_dir"]))
+        its, dice = _val_curve(run)
         if its:
             result["val_curve"] = {"iterations": its, "dice": dice}
+    if "case_dice" not in result:
+        cases = _case_dice(run / "bench_test" / "summary.json")
+        if cases:
+            result["case_dice"] = cases
+    ema = run / "bench_test_ema" / "summary.json"
+    if "mean_teacher" not in result and ema.is_file():
+        summary = json.loads(ema.read_text())
+        result["mean_teacher"] = {m: summary["mean"][m] for m in METRICS}
+        result["case_dice_teacher"] = _case_dice(ema)
     return result
+
+
+def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: Dice of each test case (columns) for each finished (row, seed), and
+    the teacher's where it was scored; empty when no run recorded its cases."""
+    runs = [(f"{r['name']} s{s['seed']}{tag}", cases) for r in results for s in r["seeds"]
+            for tag, cases in (("", s.get("case_dice")), (" teacher", s.get("case_dice_teacher")))
+            if cases]
+    if not runs:
+        return []
+    ids = sorted({c for _, cases in runs for c in cases})
+    no_cases = [f"{r['name']} s{s['seed']}" for r in results for s in r["seeds"]
+                if not s.get("case_dice")]
+    lines = ["", "Dice per case (case IDs shortened to their first 6 characters):", "",
+             "| run | " + " | ".join(c[:6] for c in ids) + " |",
+             "|---|" + "---|" * len(ids)]
+    for name, cases in runs:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{cases[c]:.3f}" if c in cases else "-" for c in ids) + " |")
+    if no_cases:
+        lines += ["", f"Cases not recorded for: {', '.join(no_cases)} (run folders gone)."]
+    return lines
 
 
 def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
@@ -172,9 +246,11 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
              "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
              *([spec["notes"], ""] if spec.get("notes") else []),
              "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
-             "the test cases, then mean ± std over seeds when there are several.", "",
-             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | wall time (min) | measured |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"the cases of the scored list (`{spec.get('test', {}).get('split', 'test')}`), "
+             "then mean ± std over seeds when there are several.", "",
+             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | per-seed Dice | teacher Dice "
+             "| wall time (min) | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     missing = [r["name"] for r in results if not r["seeds"]]
     for r in results:
         if not r["seeds"]:
@@ -183,13 +259,22 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
         wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
         mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
         dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
+        per_seed = ", ".join(f"{s['mean']['dice']:.3f}" for s in r["seeds"])
+        teacher = [s["mean_teacher"]["dice"] for s in r["seeds"] if "mean_teacher" in s]
+        t_cell = (_summary(teacher) + (f" ({len(teacher)} of {len(r['seeds'])})"
+                                       if len(teacher) < len(r["seeds"]) else "")
+                  if teacher else "-")
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
-                     + f" | {wall:.1f}{mark} | {dates} |")
+                     + f" | {per_seed} | {t_cell} | {wall:.1f}{mark} | {dates} |")
     if any(s.get("resumed") for r in results for s in r["seeds"]):
         lines += ["", "\\* resumed from a checkpoint: the wall time covers only the part after "
                   "the resume."]
+    if any("mean_teacher" in s for r in results for s in r["seeds"]):
+        lines += ["", "Teacher Dice: the same checkpoint scored with its EMA teacher's weights "
+                  "(`test.py --ema`), a diagnostic beside the student's score."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
+    lines += case_dice_table(results)
     lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
     for r in results:
         if r["seeds"]:
@@ -227,14 +312,19 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
 
 
 def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
-            log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train (resuming from ``last.pth`` if there is one) and test one (row, seed); its
-    result, also written to ``run_dir/bench_result.json``."""
+            log: Path, env: dict[str, str] | None = None,
+            test_teacher: bool = False) -> dict[str, Any]:
+    """Train (resuming from ``last.pth`` if there is one) and test one (row, seed), and with
+    ``test_teacher`` test its EMA teacher too; its result, also written to
+    ``run_dir/bench_result.json``."""
     print(f"{exp}: training", flush=True)
     resume = ["--resume"] if (run_dir / "last.pth").exists() else []
     seconds = _run(train + resume, log, env)
     print(f"{exp}: testing", flush=True)
     seconds += _run(test, log, env)
+    if test_teacher:
+        print(f"{exp}: testing the teacher", flush=True)
+        _run(teacher_test_command(test), log, env)  # not in the wall time: a diagnostic
     summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
     result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
               "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
@@ -245,10 +335,12 @@ def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: in
     return result
 
 
-def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, out: Path) -> None:
+def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, out: Path,
+                test_teacher: bool = False) -> None:
     """Run the pending (row, seed) runs, ``jobs`` at a time, first seed of every row first;
     after each finished run the table is rewritten (``write``), so a later failure or a
-    stopped session keeps it. A failed run is reported and the others go on."""
+    stopped session keeps it. A failed run is reported and the others go on.
+    ``test_teacher``: rows of a teacher method are also scored with the teacher."""
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be at least 1")
     order = sorted(range(len(pending)), key=lambda i: (seeds.index(pending[i][1]), i))
@@ -260,7 +352,8 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
         entry, seed, exp, train, test, run_dir = pending[i]
         try:
             result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
-                             thread_env(threads))
+                             thread_env(threads),
+                             test_teacher and entry["method"] in TEACHER_METHODS)
         except ConfigError as err:
             if jobs == 1:
                 raise
@@ -295,8 +388,10 @@ def main(argv=None) -> int:
                         "one-thread runs make 1.6x the iterations of one two-thread run, "
                         "docs/PERFORMANCE.md); pending runs start in seed-major order: the "
                         "first seed of every selected row before any second seed")
-    p.add_argument("--collect", action="store_true",
-                   help="run nothing: write the table of the runs already finished")
+    p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
+                   help="run nothing: write the table of the runs already finished, adding "
+                        "those recorded in the JSON files named (results.json files, or "
+                        "reports of scripts/gpu_benchmark.py)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
     spec_path = Path(a.spec)
@@ -323,13 +418,18 @@ def main(argv=None) -> int:
         reg["command"] = _short(reg_cmd)
     uses_coarse = any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
                       == "coarse" for r in rows)
-    if reg and uses_coarse and not a.collect:
+    if reg and uses_coarse and a.collect is None:
         if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
             print(f"registration -> {reg['out_dir']}", flush=True)
             _run(reg_cmd, out / "logs" / "registration.log")
 
     selected = {r["name"] for r in rows}
     recorded = recorded_results(out / "results.json")
+    source = {key: out / "results.json" for key in recorded}
+    for path in map(Path, a.collect or []):
+        found = imported_results(path)
+        recorded.update(found)
+        source.update({key: path for key in found})
     results, pending = [], []
     for row in spec["rows"]:
         entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
@@ -343,7 +443,10 @@ def main(argv=None) -> int:
             done = run_dir / "bench_result.json"
             earlier = recorded.get((row["name"], seed))
             if earlier is not None and earlier.get("train_command") != _short(train):
-                earlier = None  # the spec changed since: that number is not this row's
+                # the spec (or --model_dir) changed since: that number is not this row's
+                print(f"{exp}: {source[(row['name'], seed)]} records another training "
+                      "command (changed spec or --model_dir), left out", flush=True)
+                earlier = None
             to_run = row["name"] in selected and seed in seeds
             if done.exists():
                 result = read_result(done)
@@ -351,15 +454,16 @@ def main(argv=None) -> int:
                 print(f"{exp}: done earlier", flush=True)
             elif earlier is not None:
                 result = earlier
-                print(f"{exp}: recorded in {out / 'results.json'}", flush=True)
+                print(f"{exp}: recorded in {source[(row['name'], seed)]}", flush=True)
             else:
-                if to_run and a.collect:
+                if to_run and a.collect is not None:
                     print(f"{exp}: not finished, left out", flush=True)
                 elif to_run:
                     pending.append((entry, seed, exp, train, test, run_dir))
                 continue
             entry["seeds"].append(_with_curve(result))
-    run_pending(pending, seeds, a.jobs, lambda: write_outputs(spec, results, out, command), out)
+    run_pending(pending, seeds, a.jobs, lambda: write_outputs(spec, results, out, command), out,
+                bool(spec.get("test_teacher")))
     write_outputs(spec, results, out, command)
     print(f"wrote {out / 'results.md'}")
     return 0

@@ -1,6 +1,11 @@
 """Generate the synthetic phantom dataset (the demo's and the tests' data).
 
     python code/make_phantom.py --out data/phantom --n_train 16 --n_test 4 --seed 0
+    python code/make_phantom.py --layout nifti --out data/my_scans   # scans as a user brings them
+
+``--layout nifti`` writes imagesTr/ (nnU-Net names), annotationsTr/ (two painted slices of
+the first --n_annotated scans), labelsTr/ (one dense label), imagesTs/ and labelsTs/ as
+NIfTI with anisotropic voxels and a non-identity direction, for code/import_dataset.py.
 """
 from __future__ import annotations
 
@@ -21,8 +26,17 @@ def main(argv=None) -> int:
     p.add_argument("--n_test", type=int, default=4)
     p.add_argument("--shape", type=int, nargs=3, default=(72, 64, 40), help="base X Y Z shape")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", choices=("uamt", "flat"), default="uamt")
+    p.add_argument("--layout", choices=("uamt", "flat", "nifti"), default="uamt")
+    p.add_argument("--n_annotated", type=int, default=3,
+                   help="--layout nifti: training scans with two painted slices")
     a = p.parse_args(argv)
+    if a.layout == "nifti":
+        from cogrnet.data.phantom import make_nifti_set
+
+        ids = make_nifti_set(a.out, a.n_train, a.n_annotated, 1, a.n_test, a.shape, seed=a.seed)
+        print(f"wrote {len(ids)} phantom scans as NIfTI to {a.out} ({a.n_train} train, "
+              f"{a.n_annotated} of them annotated, {a.n_test} test)")
+        return 0
     ids = make_phantom_set(a.out, a.n_train, a.n_test, a.shape, seed=a.seed, layout=a.layout)
     print(f"wrote {len(ids)} phantom cases to {a.out} ({a.n_train} train, {a.n_test} test)")
     return 0

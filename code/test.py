@@ -28,17 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with <split>.list when it is not under --root_path "
                         "(default: the dataset preset's)")
     p.add_argument("--dataset", default=None,
-                   help="dataset preset (la, kits, lits, phantom); default: the checkpoint's, "
-                        "else la")
+                   help="dataset preset (la, kits, lits, phantom, custom); default: the "
+                        "checkpoint's, else la")
     p.add_argument("--checkpoint", default=None, help="checkpoint .pth (not with --pred_dir)")
     p.add_argument("--pred_dir", default=None,
-                   help="evaluate saved DIR/<ID>.nii.gz predictions (as --save_nifti writes "
-                        "them) against the labels, with no model")
+                   help="evaluate saved DIR/<ID>.nii.gz (as --save_nifti writes them) or "
+                        "DIR/<ID>_mask.nii.gz (as predict.py does) against the labels, with "
+                        "no model")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA teacher's weights")
     p.add_argument("--stride_xy", type=int, default=None,
-                   help="in-plane stride in voxels (default: the preset's, 18 for LA)")
+                   help="in-plane stride in voxels (default: the checkpoint's, else the "
+                        "preset's: 18 for LA)")
     p.add_argument("--stride_z", type=int, default=None,
-                   help="stride on axis 2 in voxels (default: the preset's, 4 for LA)")
+                   help="stride on axis 2 in voxels (default: the checkpoint's, else the "
+                        "preset's: 4 for LA)")
     p.add_argument("--overlap", type=float, default=None,
                    help="fast protocol: window overlap fraction in [0,1); overrides strides")
     p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
@@ -48,9 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest connected component (1, default) or not (0)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel size in mm of the (X, Y, Z) axes: also report HD95/ASD in mm "
-                        "(LA: 0.625 0.625 0.625)")
+                        "(LA: 0.625 0.625 0.625); default: each case's own, when its file "
+                        "records one (code/import_dataset.py, code/preprocess.py)")
     p.add_argument("--save_nifti", action="store_true",
-                   help="write <out_dir>/pred/<ID>.nii.gz (readable by --pred_dir)")
+                   help="write <out_dir>/pred/<ID>.nii.gz on the case's grid (readable by "
+                        "--pred_dir)")
     p.add_argument("--save_png", action="store_true",
                    help="write <out_dir>/png/<ID>.png: three slices with contours")
     p.add_argument("--out_dir", default=None,
@@ -64,14 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def prediction_file(pred_dir: Path, case_id: str) -> Path:
+    """``pred_dir/<ID>.nii.gz`` (test.py --save_nifti), else ``<ID>_mask.nii.gz``
+    (predict.py); the first name when neither exists (its reader reports it missing)."""
+    first = pred_dir / f"{case_id}.nii.gz"
+    second = pred_dir / f"{case_id}_mask.nii.gz"
+    return second if not first.is_file() and second.is_file() else first
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from cogrnet.config import get_preset
     from cogrnet.data.dataset import CaseStore, find_list
     from cogrnet.evaluation import evaluate_model, format_table, score_prediction, write_report
     from cogrnet.evaluation.evaluate import checkpoint_patch, load_model
     from cogrnet.inference import strides_from_overlap
+    from cogrnet.inference.settings import inference_preset, inference_strides
     from cogrnet.runtime import resolve_device
 
     if (args.checkpoint is None) == (args.pred_dir is None):
@@ -93,11 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     if args.checkpoint is not None:
         model, ckpt = load_model(args.checkpoint, ema=args.ema, device=device)
-    ckpt_dataset = None
-    if ckpt is not None:
-        ds = ckpt["config"].get("dataset")
-        ckpt_dataset = ds.get("name") if isinstance(ds, dict) else ds
-    preset = get_preset(args.dataset or ckpt_dataset or "la")
+    preset = inference_preset(ckpt["config"] if ckpt is not None else None, args.dataset)
     num_classes = (int(ckpt["config"]["network"].get("num_classes", preset.num_classes))
                    if ckpt is not None else preset.num_classes)
     lists_dir = args.lists_dir if args.lists_dir is not None else preset.lists_dir
@@ -116,12 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = Path(args.pred_dir) / f"eval_{split_name}"
     writable_dir(out_dir, "--out_dir")  # before the inference, not after it
     spacing = tuple(args.spacing) if args.spacing else None
+    case_spacing = spacing is None  # then each case's recorded spacing, where there is one
+
+    def mm_spacing(case):
+        return spacing if spacing is not None else case.spacing
+
     settings = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                 "root_path": str(args.root_path), "split": args.split,
                 "list_file": str(list_file), "dataset": preset.name,
                 "num_classes": num_classes, "intensity": intensity,
-                "spacing_mm": list(spacing) if spacing else None,
-                "distance_unit": "voxel" + (" (and mm in *_mm)" if spacing else "")}
+                "spacing_mm": list(spacing) if spacing else "per case, where recorded",
+                "distance_unit": "voxel (and mm in *_mm: from --spacing, else where the case "
+                                 "records its spacing)"}
 
     if args.pred_dir is not None:
         from cogrnet.evaluation.evaluate import error_text, require_scorable
@@ -138,17 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 case = store.get(case_id, with_label=True)
                 require_scorable(case)
-                pred = read_prediction(Path(args.pred_dir) / f"{case_id}.nii.gz",
-                                       case.label.shape, num_classes)
-                rows.append(score_prediction(case_id, pred, case.label, num_classes, spacing))
+                pred = read_prediction(prediction_file(Path(args.pred_dir), case_id),
+                                       case.label.shape, num_classes, case.geometry)
+                rows.append(score_prediction(case_id, pred, case.label, num_classes,
+                                             mm_spacing(case)))
             except Exception as err:  # noqa: BLE001 - one bad case must not stop the rest
                 rows.append({"case": case_id, "error": error_text(err)})
     else:
         assert model is not None and ckpt is not None
         patch = checkpoint_patch(ckpt, args.checkpoint)
-        stride_xy = args.stride_xy if args.stride_xy is not None else preset.stride_xy
-        stride_z = args.stride_z if args.stride_z is not None else preset.stride_z
-        strides = None if args.overlap is not None else (stride_xy, stride_xy, stride_z)
+        strides = None if args.overlap is not None else inference_strides(
+            ckpt["config"], preset, args.stride_xy, args.stride_z, args.dataset is not None)
         amp = (device.type == "cuda") if args.amp is None else bool(args.amp)
         settings.update({
             "checkpoint": str(args.checkpoint), "weights": "ema" if args.ema else "student",
@@ -164,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.save_nifti:
                 from cogrnet.inference.nifti import write_prediction
 
-                write_prediction(pred, out_dir / "pred" / f"{case.case_id}.nii.gz", spacing)
+                write_prediction(pred, out_dir / "pred" / f"{case.case_id}.nii.gz", spacing,
+                                 case.geometry)
             if args.save_png:
                 from cogrnet.evaluation.figures import save_case_png
 
@@ -174,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = evaluate_model(model, store, ids, patch, strides, num_classes, device=device,
                               amp=amp, nms=bool(args.nms), mode=args.mode,
                               sw_batch_size=args.sw_batch_size, overlap=args.overlap,
-                              spacing=spacing, callback=save, catch_errors=True,
+                              spacing=spacing, case_spacing=case_spacing, callback=save,
+                              catch_errors=True,
                               progress=not args.no_progress)
 
     summary = write_report(rows, out_dir, settings)

@@ -33,3 +33,11 @@ def la_root() -> Path:
     if not (LA_ROOT / "train.list").is_file():
         pytest.skip(f"real LA data not found at {LA_ROOT}")
     return LA_ROOT
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads the real LA data carries the ``la`` marker (``-m la`` runs
+    just those; ``-m "not la"`` leaves them out)."""
+    for item in items:
+        if "la_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.la)

@@ -566,7 +566,8 @@ def test_test_scores_the_good_and_the_small_case(test_run):
     assert [c["case"] for c in s["cases"] if "dice" in c] == ["good_a", "small"]
     for cid in ("good_a", "small"):
         assert (out / "pred" / f"{cid}.nii.gz").is_file()
-    assert sitk.ReadImage(str(out / "pred" / "small.nii.gz")).GetSize()[::-1] == (20, 20, 10)
+    # one axis convention (cogrnet.inference.nifti): the file's size is the (X, Y, Z) shape
+    assert sitk.ReadImage(str(out / "pred" / "small.nii.gz")).GetSize() == (20, 20, 10)
     assert f"{len(BAD_H5)} failed case(s)" in stdout
 
 

@@ -114,3 +114,54 @@ def test_benchmark_keeps_recorded_rows_without_their_run_folders(tmp_path):
     bad = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and str(damaged) in bad.stderr and "not valid JSON" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
+    """The Dice per case of the student's test and of the teacher's (``bench_test_ema``) go
+    into the table: a teacher-Dice column and a per-case table."""
+    sys.path.insert(0, str(CODE))
+    spec = {"title": "t", "prefix": "b", "seeds": [1], "common": {"dataset": "phantom"},
+            "test": {"split": "val"}, "test_teacher": True,
+            "rows": [{"name": "m", "args": {"method": "mt", "max_iteration": 2}}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _fake_run(runs, spec, spec["rows"][0], 1)
+    for folder, dice in (("bench_test", (0.25, 0.75)), ("bench_test_ema", (0.5, 0.875))):
+        (runs / "b_m_s1" / folder).mkdir()
+        (runs / "b_m_s1" / folder / "summary.json").write_text(json.dumps({
+            "mean": {"dice": sum(dice) / 2, "jaccard": 0.4, "hd95": 3.0, "asd": 1.0},
+            "cases": [{"case": "caseA_long", "dice": dice[0]}, {"case": "caseB_long", "dice": dice[1]}]}))
+    res = subprocess.run([sys.executable, str(CODE / "benchmark.py"), "--spec", str(path), "--out",
+                          str(out), "--model_dir", str(runs), "--collect"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = (out / "results.md").read_text()
+    assert "| m | mt | 1 | 0.5000 |" in table and "| 0.500 | 0.6875 |" in table  # student, teacher
+    assert "| run | caseA_ | caseB_ |" in table
+    assert "| m s1 | 0.250 | 0.750 |" in table and "| m s1 teacher | 0.500 | 0.875 |" in table
+    assert "scored list (`val`)" in table
+
+
+def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypatch):
+    """With --jobs 2 the runs start seed-major, each with one thread, and the table is
+    rewritten after each; a teacher method is also tested with its teacher."""
+    sys.path.insert(0, str(CODE))
+    import benchmark
+
+    started = []
+
+    def fake_run_row(exp, train, test, run_dir, seed, log, env=None, test_teacher=False):
+        started.append((exp, env["OMP_NUM_THREADS"], test_teacher))
+        return {"seed": seed}
+
+    monkeypatch.setattr(benchmark, "run_row", fake_run_row)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+    entries = {n: {"name": n, "method": m, "seeds": []} for n, m in (("a", "sup"), ("b", "mt"))}
+    pending = [(entries[n], s, f"{n}{s}", [], [], tmp_path) for n in "ab" for s in (1, 2)]
+    writes = []
+    benchmark.run_pending(pending, [1, 2], 2, lambda: writes.append(1), tmp_path, test_teacher=True)
+    assert sorted(started[:2]) == [("a1", "1", False), ("b1", "1", True)]  # first seeds first
+    assert sorted(started[2:]) == [("a2", "1", False), ("b2", "1", True)]
+    assert len(writes) == 4 and [s["seed"] for s in entries["b"]["seeds"]] == [1, 2]

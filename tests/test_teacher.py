@@ -135,3 +135,50 @@ def test_pretraining_mixes_each_labeled_patch_in_the_chosen_directions(direction
     # the first mixed target: a's label (0) outside the cuboid, b's (1) inside
     target = out.snapshot["target"]
     assert torch.equal(target.bool(), x[0] == 3.0)
+
+
+class _SignTeacher(nn.Module):
+    """Predicts foreground exactly where the input is positive."""
+
+    def forward(self, x):
+        return torch.cat([-x, x], 1)
+
+
+def test_self_training_targets_and_region_weights_are_the_right_way_round(monkeypatch):
+    """A batch whose answer is known: labeled la (value 1, label 1) and lb (value 2, label 0),
+    unlabeled ua (value -3, teacher says background) and ub (value 3, teacher says
+    foreground). X1 = la outside the cuboid, ua inside; X2 = ub outside, lb inside; the
+    labeled part of each has region weight 1 and the unlabeled part u_weight."""
+    from cogrnet.methods import copy_paste
+
+    calls = []
+    real = copy_paste.mixed_loss
+
+    def spy(logits, target, labeled_region, u_weight, confidence=None):
+        value = real(logits, target, labeled_region, u_weight, confidence)
+        calls.append((target.clone(), labeled_region.clone(), u_weight, value))
+        return value
+
+    monkeypatch.setattr(copy_paste, "mixed_loss", spy)
+    patch = (8, 8, 8)
+    img = torch.stack([torch.full((1, *patch), float(v)) for v in (1, 2, -3, 3)])
+    label = torch.stack([torch.full(patch, v) for v in (1, 0)])
+    student = _Recorder()
+    ctx = StepContext(student, _SignTeacher(), 0, Stage("self", 1, True, True),
+                      np.random.default_rng(0), 2, lambda: torch.autocast("cpu", enabled=False),
+                      {"fa_ratio": 0.5})
+    out = CopyPaste({"u_weight": 0.3, "pseudo_lcc": True}).step({"image": img, "label": label}, ctx)
+    x1, x2 = student.seen[0][:, 0]
+    inside = x1 == -3.0  # the cuboid: ua's voxels in X1
+    assert int(inside.sum()) == 4 ** 3
+    assert torch.equal(x1, torch.where(inside, -3.0, 1.0))
+    assert torch.equal(x2, torch.where(inside, 2.0, 3.0))
+    (t1, r1, w1, v1), (t2, r2, w2, v2) = calls
+    assert torch.equal(t1[0].bool(), ~inside)  # label(la) = 1 outside, pseudo(ua) = 0 inside
+    assert torch.equal(t2[0].bool(), ~inside)  # pseudo(ub) = 1 outside, label(lb) = 0 inside
+    assert torch.equal(r1[0].bool(), ~inside)  # X1: the labeled part is outside
+    assert torch.equal(r2[0].bool(), inside)   # X2: the labeled part is inside
+    assert w1 == w2 == 0.3
+    torch.testing.assert_close(out.loss, v1 + v2)
+    assert out.unlabeled_fg.tolist() == [0.0, 1.0]  # teacher labels of ua, ub
+

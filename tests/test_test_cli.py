@@ -106,11 +106,11 @@ def test_pred_dir_on_generated_files(test_script, phantom_root, tmp_path):
     assert s["cases"][1]["dice"] == 0.0 and s["cases"][1]["hd95"] is None
     assert s["empty_predictions"] == 1 and s["mean"]["dice"] == pytest.approx(0.5)
 
-    # a transposed (Z, Y, X) file and a missing one: reported per case, exit status 1
+    # a file in the reversed (Z, Y, X) order (an older --save_nifti wrote the array as
+    # sitk's (k, j, i)) and a missing one: reported per case, exit status 1
     import SimpleITK as sitk
 
-    sitk.WriteImage(sitk.GetImageFromArray(np.transpose(label_a, (2, 1, 0)).copy()),
-                    str(tmp_path / f"{a}.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(label_a), str(tmp_path / f"{a}.nii.gz"))
     (tmp_path / f"{b}.nii.gz").unlink()
     rc = test_script.main(["--dataset", "phantom", "--root_path", str(phantom_root),
                            "--split", "test", "--pred_dir", str(tmp_path), "--out_dir",

@@ -91,6 +91,10 @@ def test_losses_respect_voxel_weights():
     other[:, 4:] = 1 - other[:, 4:]
     assert torch.isclose(mixed_loss(logits, target, region, 0.0), mixed_loss(logits, other, region, 0.0))
     assert not torch.isclose(mixed_loss(logits, target, region, 0.5), mixed_loss(logits, other, region, 0.5))
+    # the labeled region at weight 1, the rest at u_weight
+    want = ce_dice(logits, target, region) + 0.25 * ce_dice(logits, target, 1 - region)
+    torch.testing.assert_close(mixed_loss(logits, target, region, 0.25), want)
+    assert not torch.allclose(mixed_loss(logits, target, 1 - region, 0.25), want)
     perfect = torch.nn.functional.one_hot(target, 2).movedim(-1, 1).float() * 50
     assert weighted_dice_loss(perfect, target) < 1e-3
     assert ce_dice(perfect, target) < 1e-3

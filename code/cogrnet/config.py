@@ -5,9 +5,9 @@ schedule); everything else comes from the command line.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
@@ -20,7 +20,11 @@ class DatasetPreset:
 
     ``axes``: the two annotated planes (array axes of the ``(X, Y, Z)`` volume), plane A
     first. ``intensity``: the default of ``--intensity`` (every preset: ``zscore``, since
-    the stored LA crops differ in mean and spread; ``none`` reproduces the reference). ``stride_xy``/``stride_z``: the paper's sliding-window strides in voxels.
+    the stored LA crops differ in mean and spread; ``none`` reproduces the reference).
+    ``stored_intensity``: how the h5 images were made from the scans (``zscore`` per volume:
+    the UA-MT LA files, code/preprocess.py's, the phantoms; ``none``: own data keeps the
+    scan's intensities), what ``predict.py`` redoes on a raw scan. ``stride_xy``/``stride_z``:
+    the paper's sliding-window strides in voxels.
     """
 
     name: str
@@ -35,6 +39,7 @@ class DatasetPreset:
     stride_z: int = 4
     lists_dir: str | None = None
     intensity: str = "zscore"  # per-volume normalisation on loading ("none": the reference)
+    stored_intensity: str = "zscore"  # how the h5 images were made from the scans
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +59,12 @@ PRESETS: dict[str, DatasetPreset] = {
         name="lits", root_path=str(DATA_DIR / "LiTS" / "h5"), patch_size=(176, 176, 64),
         axes=(2, 1), labelnum=10, lists_dir=str(DATA_DIR / "LiTS"),
         notes="LiTS resized to 176x176x64; target liver (incl. tumour); 100 train / 31 test."),
+    "custom": DatasetPreset(
+        name="custom", root_path="", patch_size=(112, 112, 80), axes=(2, 1), labelnum=0,
+        stride_xy=56, stride_z=40, stored_intensity="none",
+        notes="Your own data, imported by code/import_dataset.py: give --root_path; the "
+              "patch is LA's shrunk to the median volume shape (see custom_preset), strides "
+              "half the patch, LA's schedule, labelnum from the import record."),
     "phantom": DatasetPreset(
         name="phantom", root_path=str(DATA_DIR / "phantom"), patch_size=(48, 48, 32),
         axes=(2, 1), labelnum=4, pre_max_iteration=100, self_max_iteration=300,
@@ -70,3 +81,21 @@ def get_preset(name: str) -> DatasetPreset:
     except KeyError:
         raise ConfigError(f"--dataset: unknown dataset '{name}' "
                           f"(choose from {', '.join(sorted(PRESETS))})") from None
+
+
+def custom_preset(root_path: str, shapes: Sequence[Sequence[int]],
+                  labelnum: int | None = None) -> DatasetPreset:
+    """The ``custom`` preset for a dataset whose volumes have ``shapes`` (``(X, Y, Z)``):
+    the reference patch (LA's 112x112x80), each side shrunk to the median volume size where
+    that is smaller and rounded down to a multiple of 16 (at least 16); strides half the
+    patch (in-plane: of its smaller side); ``labelnum`` when known (the import record's)."""
+    import numpy as np
+
+    base = PRESETS["custom"]
+    median = np.median(np.asarray(shapes, dtype=np.float64).reshape(-1, 3), axis=0)
+    patch = tuple(max(16, min(p, int(m)) // 16 * 16) for p, m in zip(base.patch_size, median))
+    return replace(base, root_path=str(root_path), patch_size=patch,  # type: ignore[arg-type]
+                   stride_xy=max(1, min(patch[0], patch[1]) // 2),
+                   stride_z=max(1, patch[2] // 2),
+                   labelnum=base.labelnum if labelnum is None else int(labelnum))
+

@@ -1,9 +1,12 @@
-"""Devices, seeds and mixed precision: the small runtime helpers every stage shares."""
+"""Devices, seeds, mixed precision and the speed switches: the small runtime helpers every
+stage shares."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,8 +49,74 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.float16
 
 
-def autocast(device: torch.device, enabled: bool):
-    """Autocast context for CUDA mixed precision; a no-op on CPU or when disabled."""
+def autocast(device: torch.device, enabled: bool, cache: bool = True):
+    """Autocast context for CUDA mixed precision; a no-op on CPU or when disabled.
+    ``cache``: keep the low-precision copies of the weights for the whole context (CUDA
+    graphs need it off; the results are the same)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=amp_dtype(device))
+        return torch.autocast("cuda", dtype=amp_dtype(device), cache_enabled=cache)
     return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------ speed switches
+#: ``--sgd_impl`` -> keyword arguments of ``torch.optim.SGD`` (the same update rule)
+SGD_IMPLS: dict[str, dict[str, bool]] = {
+    "auto": {}, "for_loop": {"foreach": False}, "foreach": {"foreach": True},
+    "fused": {"fused": True}}
+CUDA_GRAPHS = ("none", "teacher", "student", "all")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training speed switches (each computes the same step as the plain path); adding
+    them twice to one parser is a no-op."""
+    if parser.get_default("sgd_impl") is not None:
+        return
+    g = parser.add_argument_group("speed (the step computes the same; docs/PERFORMANCE.md)")
+    g.add_argument("--sgd_impl", choices=tuple(SGD_IMPLS), default="auto",
+                   help="SGD kernels: auto (torch's choice), for_loop, foreach or fused")
+    g.add_argument("--cuda_graphs", choices=CUDA_GRAPHS, default="none",
+                   help="replay CUDA graphs of the teacher forward, the student forward + "
+                        "backward, or both (CUDA only)")
+    g.add_argument("--pin_memory", type=int, choices=(0, 1), default=0,
+                   help="copy batches from page-locked memory, asynchronously (CUDA only)")
+    g.add_argument("--compile_mode", choices=COMPILE_MODES, default=None,
+                   help="torch.compile mode of the student (implies --compile)")
+
+
+def resolve_speed(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Put the speed switches of ``args`` into the resolved config ``cfg`` (returned)."""
+    cfg["sgd_impl"] = args.sgd_impl
+    cfg["cuda_graphs"] = args.cuda_graphs
+    cfg["pin_memory"] = bool(args.pin_memory)
+    cfg["compile_mode"] = args.compile_mode
+    if args.compile_mode is not None:
+        cfg["compile"] = True
+    if cfg["cuda_graphs"] in ("student", "all") and cfg.get("compile"):
+        raise ConfigError(f"--cuda_graphs {cfg['cuda_graphs']} and --compile both rewrite the "
+                          "student's step; use one of them (--cuda_graphs teacher goes with "
+                          "--compile)")
+    return cfg
+
+
+def check_speed(cfg: dict[str, Any], device: torch.device, world: int = 1) -> None:
+    """The speed switches that need a CUDA device or a single process; one-line errors."""
+    graphs = cfg.get("cuda_graphs", "none")
+    if graphs != "none" and device.type != "cuda":
+        raise ConfigError(f"--cuda_graphs {graphs}: CUDA graphs need a CUDA device (this run is "
+                          f"on {device}); use --cuda_graphs none")
+    if cfg.get("pin_memory") and device.type != "cuda":
+        raise ConfigError(f"--pin_memory 1: page-locked copies are for a CUDA device (this run "
+                          f"is on {device}); use --pin_memory 0")
+    if graphs in ("student", "all") and world > 1:
+        raise ConfigError(f"--cuda_graphs {graphs}: the student graph does not go with several "
+                          "processes (DistributedDataParallel); use --cuda_graphs teacher")
+
+
+def sgd_options(impl: str) -> dict[str, bool]:
+    """``torch.optim.SGD`` keyword arguments of ``--sgd_impl``."""
+    try:
+        return dict(SGD_IMPLS[impl])
+    except KeyError:
+        raise ConfigError(f"--sgd_impl {impl}: unknown (choose from "
+                          f"{', '.join(SGD_IMPLS)})") from None

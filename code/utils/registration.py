@@ -2,8 +2,11 @@
 
     python code/utils/registration.py --root_path ROOT --split train --labelnum N --out_dir DIR
 
-Writes ``DIR/<ID>.h5`` (label, label_a, label_b, weight, annotation) per case and
-``DIR/summary.json``. See docs/REGISTRATION.md.
+Writes ``DIR/<ID>.h5`` (label, label_a, label_b, weight, annotation) per case, the fused
+label also as ``DIR/<ID>.nii.gz`` on the image's grid and a picture ``DIR/png/<ID>.png``,
+and ``DIR/summary.json``. ``--annotations`` reads ``<ID>.h5`` files or painted label maps
+(``<ID>.nii.gz``, ``.nrrd``, ``.mha``: the two planes are found from the painted slices).
+See docs/REGISTRATION.md.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from cogrnet.annotation import (POLICIES, CaseTask, FusionParams,  # noqa: E402
 from cogrnet.annotation.fuse import METHODS  # noqa: E402
 from cogrnet.config import PRESETS, get_preset  # noqa: E402
 from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
+from cogrnet.data.import_nifti import read_import_record  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
 
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lists_dir", default=None,
                    help="extra folder to look for <split>.list (default: the preset's)")
     p.add_argument("--labelnum", type=int, default=None,
-                   help="the first N IDs of the split are labeled (default: the preset's)")
+                   help="the first N IDs of the split are labeled (default: the annotated "
+                        "cases code/import_dataset.py recorded, else the preset's)")
     p.add_argument("--ids", nargs="+", default=None, help="process these IDs instead")
     p.add_argument("--out_dir", required=True, help="output folder for <ID>.h5 + summary.json")
     p.add_argument("--workers", type=int, default=1, help="processes over volumes")
@@ -47,8 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", type=int, nargs=2, default=None, metavar=("A", "B"),
                    help="annotated axes of planes A and B (default: the preset's, LA 2 1)")
     p.add_argument("--annotations", default=None,
-                   help="folder of user annotations <ID>.h5 (key 'annotation' + attrs "
-                        "axes/indices) instead of simulating them from full labels")
+                   help="folder of user annotations instead of simulating them from full "
+                        "labels: painted label maps <ID>.nii.gz (.nrrd, .mha) on the image's "
+                        "grid, or <ID>.h5 (key 'annotation' + attrs axes/indices)")
+    p.add_argument("--label_value", type=int, default=None,
+                   help="target value in multi-label painted maps (default: the one "
+                        "code/import_dataset.py recorded, else the map's one non-zero value)")
+    p.add_argument("--previews", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write <ID>.nii.gz (coarse label on the image's grid) and "
+                        "png/<ID>.png")
     p.add_argument("--fusion", default="sdf", choices=METHODS, help="plane fusion (default sdf)")
     p.add_argument("--no_cross", action="store_true",
                    help="ablation: do not correct/stop a plane with the other plane")
@@ -82,14 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     preset = get_preset(args.dataset)
     root = args.root_path or preset.root_path
+    if not root:
+        raise ConfigError(f"--root_path is required with --dataset {args.dataset}")
     lists_dir = args.lists_dir or preset.lists_dir
-    labelnum = args.labelnum if args.labelnum is not None else preset.labelnum
     axes = check_axes(args.axes if args.axes is not None else preset.axes)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.annotations and not Path(args.annotations).is_dir():
         raise DataError(f"--annotations: folder {args.annotations} not found")
     CaseStore(root)  # the root must exist
+    record = read_import_record(root) or {}  # what code/import_dataset.py found
+    labelnum = (args.labelnum if args.labelnum is not None
+                else record.get("labelnum") or preset.labelnum)
+    label_value = args.label_value if args.label_value is not None else record.get("label_value")
     ids = labeled_ids(args, root, lists_dir, labelnum)
     out_dir = writable_dir(args.out_dir, "--out_dir")
 
@@ -98,12 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "labelnum": None if args.ids else labelnum, "ids": args.ids,
                 "slice_policy": None if args.annotations else args.slice_policy,
                 "axes": "from annotations" if args.annotations else list(axes),
-                "annotations": args.annotations, "workers": args.workers, "seed": args.seed,
+                "annotations": args.annotations, "label_value": label_value,
+                "workers": args.workers, "seed": args.seed,
                 "cross_plane": not args.no_cross, "propagation": prop.to_dict(),
                 "fusion": fusion.to_dict()}
     tasks = [CaseTask(case_id=i, root=str(root), out_dir=str(out_dir), axes=axes,
                       policy=args.slice_policy, annotations=args.annotations, prop=prop,
-                      fusion=fusion, use_cross=not args.no_cross, seed=args.seed)
+                      fusion=fusion, use_cross=not args.no_cross, seed=args.seed,
+                      label_value=label_value, previews=args.previews)
              for i in ids]
 
     results: dict[str, dict[str, Any]] = {}

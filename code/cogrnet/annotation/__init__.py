@@ -42,7 +42,8 @@ class CaseTask:
     """One case for :func:`process_case` (picklable, for process pools).
 
     ``annotations``: folder of user DPA files, or ``None`` to simulate the DPA from the full
-    label with ``axes``/``policy``."""
+    label with ``axes``/``policy``; ``label_value``: the target of multi-label painted maps;
+    ``previews``: also write the coarse label as NIfTI and a PNG (:func:`write_previews`)."""
 
     case_id: str
     root: str
@@ -54,20 +55,25 @@ class CaseTask:
     fusion: FusionParams = FusionParams()
     use_cross: bool = True
     seed: int = 1337
+    label_value: int | None = None
+    previews: bool = True
 
 
-def _has_label(path: Path) -> bool:
-    import h5py
+def write_previews(out_dir: str | Path, case: Any, coarse: CoarseLabel) -> None:
+    """``<out_dir>/<ID>.nii.gz`` (the fused coarse label on the case's grid, to open over the
+    scan in a viewer) and ``<out_dir>/png/<ID>.png`` (:func:`save_coarse_png`)."""
+    from ..inference.nifti import write_volume_xyz
+    from .figures import save_coarse_png
 
-    try:
-        with h5py.File(path, "r") as f:
-            return "label" in f
-    except OSError:
-        return True  # the normal reader reports the corrupt file
+    write_volume_xyz(coarse.label.astype(np.uint8), Path(out_dir) / f"{case.case_id}.nii.gz",
+                     case.geometry)
+    save_coarse_png(case.image, coarse, Path(out_dir) / "png" / f"{case.case_id}.png",
+                    title=case.case_id, spacing=case.spacing)
 
 
 def process_case(task: CaseTask) -> dict[str, Any]:
-    """Read one case, get its DPA, propagate, fuse, write ``<out_dir>/<ID>.h5``.
+    """Read one case, get its DPA, propagate, fuse, write ``<out_dir>/<ID>.h5`` (and the
+    previews).
 
     Never raises: returns ``{"id", "dice", "dice_a", "dice_b", "seconds", "status"}`` (Dice
     ``None`` without a full label) plus ``axes``/``indices``, or ``status: failed`` with a
@@ -85,9 +91,9 @@ def process_case(task: CaseTask) -> dict[str, Any]:
     try:
         store = CaseStore(task.root, cache=False)
         if task.annotations:
-            with_label = _has_label(store.path(task.case_id))
-            case = store.get(task.case_id, with_label=with_label)
-            dpa = read_user_dpa(task.annotations, task.case_id, case.shape)
+            case = store.get(task.case_id, with_label=store.has_label(task.case_id))
+            dpa = read_user_dpa(task.annotations, task.case_id, case.shape, case.geometry,
+                                task.label_value)
         else:
             case = store.get(task.case_id, with_label=True)
             assert case.label is not None
@@ -95,6 +101,8 @@ def process_case(task: CaseTask) -> dict[str, Any]:
             dpa = simulate_dpa(case.label, task.axes, task.policy, task.case_id)
         coarse = coarse_from_dpa(case.image, dpa, task.prop, task.fusion, task.use_cross)
         write_coarse_label(task.out_dir, task.case_id, coarse)
+        if task.previews:
+            write_previews(task.out_dir, case, coarse)
         if case.label is not None:
             result["dice"] = round(dice(coarse.label, case.label), 6)
             result["dice_a"] = round(dice(coarse.label_a, case.label), 6)
@@ -110,7 +118,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
     return result
 
 
-__all__ = ["CaseTask", "process_case", "DPA", "POLICIES", "CoarseLabel", "FusionParams", "PropagationParams",
+__all__ = ["CaseTask", "process_case", "write_previews", "DPA", "POLICIES", "CoarseLabel", "FusionParams", "PropagationParams",
            "check_axes", "coarse_from_dpa", "dice", "fuse_planes", "propagate_dpa",
            "propagate_plane", "read_coarse_label", "read_user_dpa", "simulate_dpa",
            "validate_dpa", "write_coarse_label"]

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.image_io import Geometry
 from ..errors import ConfigError, DataError
 
 POLICIES = ("middle", "largest")
@@ -124,14 +125,36 @@ def validate_dpa(dpa: DPA, shape: Sequence[int], case_id: str = "?") -> DPA:
     return dpa
 
 
-def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int]) -> DPA:
-    """Read ``<ann_dir>/<case_id>.h5``: dataset ``annotation`` (sparse label volume of the
-    image's shape) with attributes ``axes`` and ``indices`` (two ints each), and validate it."""
+def annotation_file(ann_dir: str | Path, case_id: str) -> Path:
+    """The user's annotation of ``case_id`` in ``ann_dir``: ``<ID>.h5``, else a painted
+    label map ``<ID>.nii.gz`` (``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)."""
+    from ..inference.nifti import READABLE
+
+    ann_dir = Path(ann_dir)
+    for name in [f"{case_id}.h5"] + [f"{case_id}{ext}" for ext in READABLE]:
+        if (ann_dir / name).is_file():
+            return ann_dir / name
+    raise DataError(f"case '{case_id}': annotation file {ann_dir / case_id}.h5 (or .nii.gz, "
+                    ".nrrd, .mha) not found")
+
+
+def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int],
+                  geometry: Geometry | None = None, label_value: int | None = None) -> DPA:
+    """Read and validate the user's annotation of ``case_id`` (see :func:`annotation_file`).
+
+    ``<ID>.h5``: dataset ``annotation`` (sparse label volume of the image's shape) with
+    attributes ``axes`` and ``indices`` (two ints each). A painted label map: the planes are
+    found from its non-zero slices and its grid is checked against the image's ``shape``
+    and ``geometry`` (:func:`cogrnet.annotation.sparse.read_sparse_map`; ``label_value``
+    picks the target of a multi-label map)."""
     import h5py
 
-    path = Path(ann_dir) / f"{case_id}.h5"
-    if not path.is_file():
-        raise DataError(f"case '{case_id}': annotation file {path} not found")
+    path = annotation_file(ann_dir, case_id)
+    if path.suffix != ".h5":
+        from .sparse import read_sparse_map
+
+        return read_sparse_map(path, case_id, tuple(int(s) for s in shape),  # type: ignore[arg-type]
+                               geometry, label_value)
     try:
         with h5py.File(path, "r") as f:
             if "annotation" not in f:

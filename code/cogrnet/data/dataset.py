@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_path
+from .image_io import Geometry
 
 UAMT_DIR = "2018LA_Seg_Training Set"
 UAMT_FILE = "mri_norm2.h5"
@@ -29,12 +30,19 @@ LIST_SUFFIXES = (".list", ".txt")
 @dataclass
 class Case:
     """One loaded case. ``image``: float32 ``(X, Y, Z)``; ``label``: uint8 ``(X, Y, Z)`` or
-    ``None`` when it was not asked for (unlabeled data is never read)."""
+    ``None`` when it was not asked for (unlabeled data is never read); ``geometry``: the
+    grid recorded in the file's attributes (spacing in mm, origin, direction), if any."""
 
     case_id: str
     path: Path
     image: np.ndarray
     label: np.ndarray | None = None
+    geometry: Geometry | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """mm per voxel along ``(X, Y, Z)`` when the file records it."""
+        return self.geometry.spacing if self.geometry is not None else None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -110,6 +118,7 @@ def load_h5_case(path: str | Path, case_id: str | None = None, with_label: bool 
                                 f"(found: {', '.join(sorted(keys)) or 'none'})")
             image = np.asarray(f["image"][()])
             label = np.asarray(f["label"][()]) if with_label else None
+            geometry = Geometry.from_attrs(f.attrs)
     except DataError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as err:
@@ -118,7 +127,33 @@ def load_h5_case(path: str | Path, case_id: str | None = None, with_label: bool 
     image = validate_image(image, path)
     if label is not None:
         label = validate_label(label, image.shape, path, num_classes)
-    return Case(case_id or path.stem, path, image, label)
+    return Case(case_id or path.stem, path, image, label, geometry)
+
+
+def has_label(path: str | Path) -> bool:
+    """Whether the h5 case file at ``path`` holds a dense ``label`` (nothing is read; a
+    corrupt file answers ``True`` so that the normal reader reports it)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "label" in f
+    except OSError:
+        return True
+
+
+def image_shape(path: str | Path) -> tuple[int, int, int]:
+    """The ``(X, Y, Z)`` shape of a case file's ``image``, read from its header only."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            shape = tuple(int(s) for s in f["image"].shape)
+    except (OSError, KeyError) as err:
+        raise DataError(f"{path}: corrupt or unreadable h5 file ({type(err).__name__})") from None
+    if len(shape) != 3:
+        raise DataError(f"{path}: image must be 3D (X, Y, Z), got shape {shape}")
+    return shape  # type: ignore[return-value]
 
 
 def validate_image(image: np.ndarray, path: str | Path) -> np.ndarray:
@@ -204,6 +239,10 @@ class CaseStore:
     def path(self, case_id: str) -> Path:
         return case_path(self.root, case_id)
 
+    def has_label(self, case_id: str) -> bool:
+        """Whether the case's file holds a dense label (the label itself is not read)."""
+        return has_label(self.path(case_id))
+
     def get(self, case_id: str, with_label: bool = True) -> Case:
         key = (case_id, with_label)
         with self._lock:
@@ -211,7 +250,7 @@ class CaseStore:
                                            else None)
             if hit is not None:
                 if not with_label and hit.label is not None:
-                    return Case(hit.case_id, hit.path, hit.image, None)
+                    return Case(hit.case_id, hit.path, hit.image, None, hit.geometry)
                 return hit
         case = load_h5_case(self.path(case_id), case_id, with_label, self.num_classes)
         case.image = normalize_intensity(case.image, self.intensity)
@@ -242,11 +281,15 @@ class CaseStore:
         return self.check_ids(read_list(path), str(path))
 
 
-def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray | None) -> None:
-    """Write ``image``/``label`` to an h5 file (gzip, like the UA-MT files), atomically."""
+def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray | None,
+                  geometry: Geometry | None = None, attrs: dict | None = None) -> None:
+    """Write ``image``/``label`` to an h5 file (gzip, like the UA-MT files), atomically;
+    ``geometry`` and ``attrs`` (plain values) go to the file's attributes."""
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("image", data=image, compression="gzip")
         if label is not None:
             f.create_dataset("label", data=label, compression="gzip")
+        for key, value in {**(attrs or {}), **(geometry.to_attrs() if geometry else {})}.items():
+            f.attrs[key] = value

@@ -84,3 +84,45 @@ def make_phantom_set(out_root: str | Path, n_train: int = 16, n_test: int = 4,
     (out_root / "train.list").write_text("\n".join(ids[:n_train]) + "\n")
     (out_root / "test.list").write_text("\n".join(ids[n_train:]) + "\n")
     return ids
+
+
+#: the grid of :func:`make_nifti_set`'s scans: anisotropic voxels (mm along i, j, k) and a
+#: direction that is not the identity (i runs along -y, j along x), as scanners write them
+NIFTI_SPACING = (0.8, 0.7, 2.0)
+NIFTI_ORIGIN = (-12.5, 30.0, 4.0)
+NIFTI_DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def make_nifti_set(out_dir: str | Path, n_train: int = 8, n_annotated: int = 3,
+                   n_dense: int = 1, n_test: int = 2, base_shape: Sequence[int] = (56, 48, 24),
+                   jitter: int = 4, seed: int = 0) -> list[str]:
+    """Phantom scans as a user brings them: ``imagesTr/<ID>_0000.nii.gz`` (nnU-Net names),
+    ``annotationsTr/<ID>.nii.gz`` for the first ``n_annotated`` (two painted slices, value 1,
+    on the scan's grid), ``labelsTr/<ID>.nii.gz`` (dense) for the next ``n_dense``, and
+    ``imagesTs``/``labelsTs`` for ``n_test`` more; all on the :data:`NIFTI_SPACING` /
+    :data:`NIFTI_ORIGIN` / :data:`NIFTI_DIRECTION` grid. Returns the case IDs, train first."""
+    from ..annotation.dpa import simulate_dpa
+    from ..inference.nifti import write_volume_xyz
+    from .image_io import Geometry
+
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    grid = Geometry(NIFTI_SPACING, NIFTI_ORIGIN, NIFTI_DIRECTION)
+    ids = [f"scan{i:02d}" for i in range(n_train + n_test)]
+    for k, case_id in enumerate(ids):
+        shape = [int(s + rng.integers(0, jitter + 1)) if a < 2 else int(s)
+                 for a, s in enumerate(base_shape)]
+        image, label = make_phantom_case(rng, shape)
+        image = 200.0 + 100.0 * image  # scanner-like units, not z-scored
+        test = k >= n_train
+        write_volume_xyz(image.astype(np.float32),
+                         out / ("imagesTs" if test else "imagesTr") / f"{case_id}_0000.nii.gz",
+                         grid)
+        if test:
+            write_volume_xyz(label, out / "labelsTs" / f"{case_id}.nii.gz", grid)
+        elif k < n_annotated:
+            dpa = simulate_dpa(label, (2, 1), "largest", case_id)
+            write_volume_xyz(dpa.sparse, out / "annotationsTr" / f"{case_id}.nii.gz", grid)
+        elif k < n_annotated + n_dense:
+            write_volume_xyz(label, out / "labelsTr" / f"{case_id}.nii.gz", grid)
+    return ids

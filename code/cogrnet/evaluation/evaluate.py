@@ -53,13 +53,15 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
                    device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
                    mode: str = "constant", sw_batch_size: int = 1,
                    overlap: float | None = None, spacing: Sequence[float] | None = None,
+                   case_spacing: bool = False,
                    callback: CaseCallback | None = None, catch_errors: bool = False,
                    progress: bool = False) -> list[dict[str, Any]]:
     """Segment and score each case of ``ids`` (images and labels from ``store``).
 
     ``patch``/``strides`` in voxels ``(X, Y, Z)`` (``overlap`` overrides ``strides``).
     Returns one dict per case: ``case``, ``dice``, ``jaccard``, ``hd95``, ``asd`` (voxels),
-    ``hd95_mm``/``asd_mm`` when ``spacing`` (mm per voxel) is given, ``empty_prediction``,
+    ``hd95_mm``/``asd_mm`` when ``spacing`` (mm per voxel) is given (or, with
+    ``case_spacing`` and no ``spacing``, when the case records its own), ``empty_prediction``,
     ``shape``, ``seconds`` (inference + metrics). The model's train/eval mode is restored.
     With ``catch_errors`` a failing case gives ``{"case", "error"}`` and the loop goes on;
     otherwise the exception propagates. A case whose label is empty is an error (see
@@ -80,7 +82,8 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
             require_scorable(case)
             pred, prob = segment_image(model, case.image, patch, strides, overlap, device,
                                        amp, nms, mode, sw_batch_size)
-            row = score_prediction(case_id, pred, case.label, num_classes, spacing)
+            row = score_prediction(case_id, pred, case.label, num_classes,
+                                   case.spacing if spacing is None and case_spacing else spacing)
             row["seconds"] = round(time.perf_counter() - t0, 3)
             if callback is not None:
                 callback(case, pred, prob)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+
+AXIS_NAMES = "XYZ"
 
 
 def label_centre(label: np.ndarray) -> tuple[int, int, int]:
@@ -14,36 +17,59 @@ def label_centre(label: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(v)) for v in idx)  # type: ignore[return-value]
 
 
-def save_case_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | Path,
-                  title: str = "") -> Path:
-    """Save the slices through the label's centre on each axis of ``(X, Y, Z)`` volumes:
-    the image in grey, the label contour in green, the prediction contour in red."""
+def figure(n_panels: int) -> tuple[Any, Sequence[Any]]:
+    """A matplotlib figure (Agg backend) with ``n_panels`` side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centre = label_centre(label)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for axis, ax in enumerate(axes):
-        sl = [slice(None)] * 3
-        sl[axis] = centre[axis]
-        s = tuple(sl)
-        ax.imshow(image[s].T, cmap="gray", origin="lower", interpolation="nearest")
-        for vol, colour in ((label, "lime"), (pred, "red")):
-            m = (vol[s] > 0).T.astype(float)
-            if 0 < m.sum() < m.size:
-                ax.contour(m, levels=[0.5], colors=colour, linewidths=1.0)
-        names = "XYZ"
-        rest = [names[i] for i in range(3) if i != axis]
-        ax.set_title(f"{names[axis]} = {centre[axis]}  ({rest[0]} across, {rest[1]} up)",
-                     fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{title}  label: green, prediction: red", fontsize=10)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4 * n_panels, 4.4))
+    return fig, axes
+
+
+def draw_slice(ax: Any, image: np.ndarray, axis: int, index: int,
+               contours: Sequence[tuple[np.ndarray, str]], note: str = "",
+               spacing: Sequence[float] | None = None) -> None:
+    """Slice ``index`` along ``axis`` of an ``(X, Y, Z)`` ``image`` in grey on ``ax``, with
+    the outline of each ``(volume, colour)`` of ``contours`` on that slice; ``spacing`` (mm
+    along X, Y, Z) draws voxels at their true aspect."""
+    sl = [slice(None)] * 3
+    sl[axis] = index
+    s = tuple(sl)
+    across, up = (i for i in range(3) if i != axis)
+    aspect = float(spacing[up]) / float(spacing[across]) if spacing is not None else 1.0
+    ax.imshow(image[s].T, cmap="gray", origin="lower", interpolation="nearest", aspect=aspect)
+    for vol, colour in contours:
+        m = (vol[s] > 0).T.astype(float)
+        if 0 < m.sum() < m.size:
+            ax.contour(m, levels=[0.5], colors=colour, linewidths=1.0)
+    ax.set_title(f"{AXIS_NAMES[axis]} = {index}  ({AXIS_NAMES[across]} across, "
+                 f"{AXIS_NAMES[up]} up){note}",
+                 fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_figure(fig: Any, path: str | Path, title: str) -> Path:
+    """Give ``fig`` its title, write it to ``path`` (folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def save_case_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | Path,
+                  title: str = "") -> Path:
+    """Save the slices through the label's centre on each axis of ``(X, Y, Z)`` volumes:
+    the image in grey, the label contour in green, the prediction contour in red."""
+    centre = label_centre(label)
+    fig, axes = figure(3)
+    for axis, ax in enumerate(axes):
+        draw_slice(ax, image, axis, centre[axis], ((label, "lime"), (pred, "red")))
+    return save_figure(fig, path, f"{title}  label: green, prediction: red")

@@ -1,20 +1,16 @@
-"""Image files in and masks out (SimpleITK), with the axis conventions spelled out.
+"""Image files in and masks out (SimpleITK): one axis convention for every file.
 
-Two conventions meet here:
+Our arrays are ``(X, Y, Z)``: array axis 0, 1, 2 is the image's index axis i, j, k (the LA
+h5 files, read from NRRD with pynrrd, are in this order; so are the cases that
+``code/import_dataset.py`` writes). SimpleITK's ``GetArrayFromImage`` returns ``(k, j, i)``
+and ``GetImageFromArray`` reads axis 0 of an array as the slowest (k) axis, so every reader
+here transposes ``(k, j, i) -> (i, j, k)`` and every writer transposes back. A file written
+here therefore has the array's shape as its image size, and opens in a viewer on the grid
+(spacing, origin, direction) it was given: ``predict.py``'s masks, ``test.py --save_nifti``
+and the registration stage's coarse labels are all such files, and ``test.py --pred_dir``
+reads any of them.
 
-- Our arrays are ``(X, Y, Z)`` (the LA h5 files, read from NRRD with pynrrd, keep this order).
-- SimpleITK's ``GetArrayFromImage`` returns ``(Z, Y, X)`` and ``GetImageFromArray`` reads
-  axis 0 of the array as the image's slowest (z) axis.
-
-Users' images (:func:`read_image_xyz`, :func:`write_mask_like`) are transposed both ways, so
-the written mask lies on the input's grid with its spacing, origin and direction.
-
-Evaluation files (:func:`write_prediction`, :func:`read_prediction`) are written *without*
-a transpose: ``GetArrayFromImage`` on them returns the array in the h5 ``label``'s axis
-order ``(X, Y, Z)``, the form ``test.py --pred_dir`` reads back. Their sitk spacing is the
-``(X, Y, Z)`` spacing reversed, to match.
-
-SimpleITK is imported inside the functions (machines without it can still evaluate).
+SimpleITK is imported inside the functions (machines without it can still evaluate h5 data).
 """
 from __future__ import annotations
 
@@ -23,21 +19,42 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.image_io import image_array, read_image, sitk_module
+from ..data.image_io import (Geometry, image_array, read_image, require_same_grid,
+                             sitk_module)
 from ..errors import DataError
 from ..fileio import atomic_path
 
 READABLE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def image_stem(path: str | Path) -> str:
+    """A file name without its image extension (``scan.nii.gz`` -> ``scan``)."""
+    name = Path(path).name
+    for ext in READABLE:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` names a file in one of the :data:`READABLE` formats."""
+    return Path(path).name.endswith(READABLE) and not Path(path).name.startswith(".")
+
+
+def read_volume_xyz(path: str | Path, what: str = "image") -> tuple[np.ndarray, Any]:
+    """Read a 3D scalar image file; return (its voxels ``(X, Y, Z)`` in the file's dtype,
+    the sitk image, whose grid a written volume can copy)."""
+    img = read_image(path, what)
+    return np.ascontiguousarray(np.transpose(image_array(img, path), (2, 1, 0))), img
+
+
 def read_image_xyz(path: str | Path) -> tuple[np.ndarray, Any]:
-    """Read a 3D scalar image file; return (float32 array ``(X, Y, Z)``, the sitk image whose
-    geometry the mask will copy)."""
-    img = read_image(path)
-    arr = np.transpose(image_array(img, path), (2, 1, 0)).astype(np.float32)
+    """:func:`read_volume_xyz` as finite float32 (an image, not a label map)."""
+    arr, img = read_volume_xyz(path)
+    arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: image holds NaN/inf voxels")
-    return np.ascontiguousarray(arr), img
+    return arr, img
 
 
 def _write_atomically(img: Any, path: Path) -> Path:
@@ -60,49 +77,58 @@ def _write_atomically(img: Any, path: Path) -> Path:
     return path
 
 
+def write_volume_xyz(array: np.ndarray, path: str | Path,
+                     geometry: Geometry | None = None) -> Path:
+    """Write an ``(X, Y, Z)`` array (its dtype kept) as an image of size ``(X, Y, Z)`` on
+    ``geometry``'s grid (unit spacing at the origin when ``None``), atomically."""
+    sitk = sitk_module()
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    if geometry is not None:
+        geometry.apply(img)
+    return _write_atomically(img, Path(path))
+
+
 def write_mask_like(mask_xyz: np.ndarray, reference: Any, path: str | Path) -> Path:
     """Write a uint8 mask ``(X, Y, Z)`` on the grid of the sitk image ``reference``
     (spacing, origin, direction copied)."""
-    sitk = sitk_module()
-    path = Path(path)
     size = tuple(reference.GetSize())
     if tuple(mask_xyz.shape) != size:
         raise DataError(f"{path}: mask shape {mask_xyz.shape} does not fit image size {size}")
-    out = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask_xyz.astype(np.uint8),
-                                                                   (2, 1, 0))))
-    out.CopyInformation(reference)
-    return _write_atomically(out, path)
+    return write_volume_xyz(mask_xyz.astype(np.uint8), path, Geometry.of_image(reference))
 
 
 def write_prediction(pred: np.ndarray, path: str | Path,
-                     spacing: Sequence[float] | None = None) -> Path:
-    """Write an evaluation prediction ``(X, Y, Z)`` uint8 so that ``GetArrayFromImage``
-    returns it unchanged; ``spacing`` is the ``(X, Y, Z)`` voxel size when known."""
-    sitk = sitk_module()
-    path = Path(path)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(pred.astype(np.uint8)))
-    if spacing is not None:
-        img.SetSpacing([float(s) for s in reversed(list(spacing))])
-    return _write_atomically(img, path)
+                     spacing: Sequence[float] | None = None,
+                     geometry: Geometry | None = None) -> Path:
+    """Write an evaluation prediction ``(X, Y, Z)`` as uint8 on the case's grid:
+    ``geometry`` when the case records one, else unit spacing or ``spacing`` (mm along
+    ``(X, Y, Z)``)."""
+    if geometry is None and spacing is not None:
+        geometry = Geometry(tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+    return write_volume_xyz(pred.astype(np.uint8), path, geometry)
 
 
-def read_prediction(path: str | Path, shape: Sequence[int], num_classes: int = 2) -> np.ndarray:
-    """Read a file :func:`write_prediction` wrote; check its shape against the label's
-    ``(X, Y, Z)`` and its values against the class range. Returns uint8 ``(X, Y, Z)``."""
+def read_prediction(path: str | Path, shape: Sequence[int], num_classes: int = 2,
+                    geometry: Geometry | None = None) -> np.ndarray:
+    """Read a mask file written here (or by any tool, on the case's grid); check its size
+    against the label's ``(X, Y, Z)`` shape, its grid against ``geometry`` (the case's, when
+    recorded) and its values against the class range. Returns uint8 ``(X, Y, Z)``."""
     sitk = sitk_module()
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: prediction file not found")
     try:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError:
+        img = sitk.ReadImage(str(path))
+        arr = np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0))
+    except (RuntimeError, ValueError):
         raise DataError(f"{path}: cannot read prediction file") from None
     if tuple(arr.shape) != tuple(shape):
-        hint = (" (axes reversed: was it written with a (Z, Y, X) array?)"
-                if tuple(arr.shape) == tuple(shape)[::-1] else "")
+        hint = (" (axes reversed: written in the (Z, Y, X) order of an older test.py "
+                "--save_nifti?)" if tuple(arr.shape) == tuple(shape)[::-1] else "")
         raise DataError(f"{path}: prediction shape {tuple(arr.shape)} does not match label "
                         f"shape {tuple(shape)}{hint}")
+    require_same_grid(img, geometry, str(path), "prediction", "case")
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes
                      or not np.all(arr == np.round(arr))):
         raise DataError(f"{path}: prediction values must be integers in 0..{num_classes - 1}")
-    return arr.astype(np.uint8)
+    return np.ascontiguousarray(arr.astype(np.uint8))

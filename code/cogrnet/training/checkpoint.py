@@ -14,12 +14,18 @@ A checkpoint is a dict::
 
 ``config["network"]`` is :func:`cogrnet.networks.network_config`'s dict and
 ``config["patch_size"]`` the training patch ``[X, Y, Z]``.
+
+A checkpoint holds only tensors and plain types (:func:`plain`: NumPy arrays become
+tensors, NumPy scalars Python numbers, paths strings), so that it loads with
+``torch.load(weights_only=True)``: loading a file someone shared never runs code from it.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
@@ -40,9 +46,22 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
+    import pickle
+
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # an object weights_only will not build names a global (a class or function to
+        # import and call); any other unpickling failure is a damaged file
+        detail = next((ln.strip() for ln in str(err).splitlines()
+                       if "Unsupported global" in ln or "GLOBAL" in ln), None)
+        if detail is None:
+            raise DataError(f"{path}: corrupt or unreadable checkpoint (UnpicklingError)"
+                            ) from None
+        raise DataError(f"{path}: refused: the checkpoint holds objects other than tensors "
+                        f"and plain types, and loading it could run code ({detail[:160]})"
+                        ) from None
+    except Exception as err:  # noqa: BLE001 - any other failure means a bad file
         raise DataError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a CoGRNet checkpoint (expected format {FORMAT})")
@@ -96,9 +115,38 @@ def check_resume(path: str | Path, cfg: dict[str, Any]) -> None:
                           "to start over)")
 
 
+def plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` with only what ``torch.load(weights_only=True)`` rebuilds: tensors, Python
+    numbers, strings, ``None`` and dicts/lists/tuples of them. NumPy arrays (e.g. RNG
+    states) become tensors, NumPy scalars Python numbers, paths strings; anything else is a
+    ``TypeError`` naming where it sits (``where``), raised before a file is written."""
+    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, torch.Tensor,
+                                       torch.Size, torch.dtype, torch.device)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        items = {k: plain(v, f"{where}.{k}") for k, v in obj.items()}
+        if type(obj) in (dict, OrderedDict) and all(items[k] is v for k, v in obj.items()):
+            return obj  # already plain: a state_dict keeps its type and version metadata
+        return items
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(f"{where}: {type(obj).__name__} cannot go into a checkpoint (only tensors "
+                    "and plain types load without running code)")
+
+
 def make_checkpoint(model_state: dict, config: dict, iteration: int, stage: str,
                     ema_state: dict | None = None, optimizer_state: dict | None = None,
                     rng: dict | None = None, extra: dict | None = None) -> dict[str, Any]:
-    return {"format": FORMAT, "model": model_state, "ema": ema_state,
-            "optimizer": optimizer_state, "iteration": int(iteration), "stage": stage,
-            "config": config, "rng": rng, "extra": extra or {}}
+    """The checkpoint dict (see the module doc), made :func:`plain`."""
+    return plain({"format": FORMAT, "model": model_state, "ema": ema_state,
+                  "optimizer": optimizer_state, "iteration": int(iteration), "stage": stage,
+                  "config": config, "rng": rng, "extra": extra or {}})

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from ..config import MODEL_DIR, get_preset
+import numpy as np
+
+from ..config import MODEL_DIR, PRESETS, DatasetPreset, custom_preset, get_preset
 from ..errors import ConfigError
 from ..methods.registry import METHODS, TWO_STAGE
 from ..networks import network_config
+from ..runtime import add_speed_arguments, resolve_speed
 
 
 #: ``--pre_mix_directions`` default (docs/METHODS.md: measured on the LA validation list)
@@ -35,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="la", help="preset: la, kits, lits, phantom")
+    d.add_argument("--dataset", default="la",
+                   help="preset: la, kits, lits, phantom, or custom (your own data from "
+                        "code/import_dataset.py: --root_path required; patch from the data)")
     d.add_argument("--root_path", help="dataset root (default: the preset's)")
     d.add_argument("--lists_dir", help="extra folder holding train/val/test lists (default: the preset's)")
     d.add_argument("--coarse_dir", help="output of code/utils/registration.py")
@@ -46,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--confidence_weighting", action="store_true",
                    help="weight labeled voxels by the registration confidence map")
     d.add_argument("--val_list", default="auto",
-                   help="'auto' (val.list beside the lists, else the last 10%% of train), "
-                        "'none', or a split name / list path")
+                   help="'auto' (val.list beside the lists, else the last 10%% of train; "
+                        "none when those cases have no dense label), 'none', or a split name "
+                        "/ list path")
     d.add_argument("--no_augment", action="store_true", help="no rot90/flip augmentation")
     d.add_argument("--intensity", choices=("none", "zscore"), default=None,
                    help="per-volume intensity normalisation applied on loading (default: the "
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     r.add_argument("--no_progress", action="store_true")
     r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_speed_arguments(p)
     return p
 
 
@@ -143,9 +150,38 @@ def _method_defaults(args: argparse.Namespace) -> None:
                 setattr(args, key, own[key])
 
 
+def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]]:
+    """The preset of ``--dataset``; for ``custom``, made from the data under
+    ``--root_path`` (:func:`cogrnet.config.custom_preset` over the train list's volume
+    shapes, ``labelnum`` from code/import_dataset.py's record). Also returns what the config
+    records of how the preset was made (empty for the fixed presets)."""
+    preset = get_preset(args.dataset)
+    if preset.name != "custom":
+        return preset, {}
+    from ..data.dataset import CaseStore, image_shape
+    from ..data.import_nifti import read_import_record
+
+    if not args.root_path:
+        raise ConfigError("--dataset custom: --root_path is required (the folder "
+                          "code/import_dataset.py wrote)")
+    store = CaseStore(args.root_path)
+    train = store.split("train", args.lists_dir)
+    shapes = [image_shape(store.path(i)) for i in train]
+    record = read_import_record(args.root_path) or {}
+    preset = custom_preset(args.root_path, shapes, record.get("labelnum"))
+    if args.labelnum is None and not preset.labelnum:
+        raise ConfigError("--dataset custom: give --labelnum (the number of annotated cases "
+                          "leading train.list; no import.json records it)")
+    median = [int(v) for v in np.median(np.asarray(shapes), axis=0)]
+    return preset, {"patch_source": f"LA's {'x'.join(map(str, PRESETS['custom'].patch_size))} "
+                                    f"shrunk to the median volume shape {median} of "
+                                    f"{len(shapes)} train case(s), multiples of 16",
+                    "median_shape": median}
+
+
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill preset defaults and check that the arguments fit together."""
-    preset = get_preset(args.dataset)
+    preset, preset_info = data_preset(args)
     two_stage = args.method in TWO_STAGE
     if two_stage and args.max_iteration is not None:
         raise ConfigError(f"--max_iteration is for single-stage methods; {args.method} takes "
@@ -214,9 +250,13 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "val_interval": max(1, args.val_interval), "val_overlap": args.val_overlap,
         "save_interval": max(1, args.save_interval), "image_interval": max(1, args.image_interval),
         "resume": args.resume, "overwrite": args.overwrite, "progress": not args.no_progress,
+        # sliding-window strides of test.py/predict.py for this model (voxels X, Y, Z)
+        "strides": [preset.stride_xy, preset.stride_xy, preset.stride_z],
+        **preset_info,
     }
     if cfg["method"] == "sup":
         cfg["batch_size"] = cfg["labeled_bs"]
+    resolve_speed(args, cfg)
     return cfg
 
 

@@ -2,6 +2,7 @@
 their volumes with the targets the method trains on."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ..data.samplers import TrainVolume
 from ..errors import ConfigError, DataError
 
 LABELED_NEEDS = "a labeled case needs some (is it the right file?)"
+LOG = logging.getLogger("cogrnet.train")  # the trainer's log (log.txt and the console)
 
 
 @dataclass
@@ -25,9 +27,15 @@ class RunSplit:
 
 def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     """Labeled = the first ``labelnum`` train IDs; validation = ``--val_list`` (``auto``: a
-    ``val.list`` next to the lists, else the last 10% of the train list; ``none``: no
-    validation); unlabeled = the rest. Validation IDs are excluded from both pools."""
+    ``val.list`` next to the lists, else the last 10% of the train list, and no validation
+    when one of those has no dense label; ``none``: no validation); unlabeled = the rest.
+    Validation IDs are excluded from both pools. A named list whose cases lack dense labels
+    is an error."""
     lists_dir = cfg.get("lists_dir")
+    if cfg.get("patch_source"):  # the custom preset: say what was made of the data
+        LOG.info(f"dataset {cfg['dataset']}: patch {tuple(cfg['patch_size'])} ("
+                 f"{cfg['patch_source']}), sliding-window strides {tuple(cfg['strides'])}, "
+                 f"schedule {_schedule(cfg)}")
     train = store.split("train", lists_dir)
     val_arg = str(cfg.get("val_list", "auto"))
     if val_arg == "none":
@@ -44,6 +52,17 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     else:
         path = find_list(store.root, val_arg, lists_dir)
         val, source = store.check_ids(read_list(path), str(path)), str(path)
+    unlabeled_val = [i for i in val if not store.has_label(i)]
+    if unlabeled_val and val_arg == "auto":
+        LOG.info(f"validation: {len(unlabeled_val)} of the {len(val)} validation case(s) "
+                 f"({source}) have no dense label, e.g. {unlabeled_val[0]}; no validation, "
+                 "best checkpoints hold the last weights (name densely labelled cases with "
+                 "--val_list)")
+        val, source = [], "none: no dense labels"
+    elif unlabeled_val:
+        raise ConfigError(f"--val_list {source}: case(s) {', '.join(unlabeled_val[:5])} have no "
+                          f"dense label in {store.root} (validation needs one); name other "
+                          "cases or pass --val_list none to keep the last weights")
     stray = [i for i in val if i not in train]
     if stray:
         raise ConfigError(f"--val_list {source}: ID(s) not in the train list: {', '.join(stray[:5])}")
@@ -59,6 +78,14 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
                           f"validation list {source}")
     unlabeled = [i for i in pool if i not in set(labeled)]
     return RunSplit(labeled, unlabeled, val, source)
+
+
+def _schedule(cfg: dict[str, Any]) -> str:
+    """The iteration schedule of a resolved config, in words."""
+    if cfg.get("max_iteration") is not None:
+        return f"{cfg['max_iteration']} iterations"
+    return (f"{cfg['pre_max_iteration']} pre-training + {cfg['self_max_iteration']} "
+            "self-training iterations")
 
 
 def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> list[TrainVolume]:

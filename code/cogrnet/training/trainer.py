@@ -28,16 +28,19 @@ from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
 from ..networks import build_network
-from ..runtime import amp_dtype, autocast, resolve_device, seed_everything
+from ..runtime import (amp_dtype, autocast, check_speed, resolve_device, seed_everything,
+                       sgd_options)
 from .checkpoint import (atomic_torch_save, check_resume, load_checkpoint, load_weights,
                          make_checkpoint)
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
                           broadcast_object, world_size)
 from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
                    unlabeled_volumes)
+from .graphs import GraphedCall
 
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
+METRICS = "metrics.jsonl"
 WARMUP = 5  # iterations left out of the it/s figure (cudnn autotuning, allocator warm-up)
 EMPTY_FG = 1e-4  # a teacher label with less foreground than this fraction counts as empty
 
@@ -103,10 +106,13 @@ def _setup_logging(run_dir: Path, is_main: bool = True) -> None:
 
 
 def _to_device(batch: dict[str, np.ndarray], device: torch.device,
-               channels_last: bool) -> dict[str, torch.Tensor]:
+               channels_last: bool, pin: bool = False) -> dict[str, torch.Tensor]:
+    """Host arrays -> device tensors; ``pin``: through page-locked memory (an asynchronous
+    copy on CUDA)."""
     out = {}
     for k, v in batch.items():
-        t = torch.from_numpy(v).to(device, non_blocking=True)
+        t = torch.from_numpy(v)
+        t = (t.pin_memory() if pin else t).to(device, non_blocking=True)
         if k == "image":
             t = t.contiguous(memory_format=torch.channels_last_3d) if channels_last else t
         elif k == "weight":
@@ -129,6 +135,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", 0))
         self.world = world_size()
         self.is_main = self.rank == 0
+        check_speed(cfg, self.device, self.world)
         self.method = build_method(cfg)
         self.stages = self.method.stages()
         check_coarse_dir(cfg)
@@ -176,7 +183,8 @@ class Trainer:
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         c = self.cfg
         return torch.optim.SGD(model.parameters(), lr=c["base_lr"], momentum=c["momentum"],
-                               weight_decay=c["weight_decay"])
+                               weight_decay=c["weight_decay"],
+                               **sgd_options(c.get("sgd_impl", "auto")))
 
     def _forward_module(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.world > 1:
@@ -184,7 +192,9 @@ class Trainer:
 
             model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.cfg["compile"]:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=self.cfg.get("compile_mode"))
+        if self.cfg.get("cuda_graphs", "none") in ("student", "all"):
+            model = GraphedCall(model, training=True)
         return model
 
     # ------------------------------------------------------------ checkpoints
@@ -258,6 +268,8 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.cfg
         if self.is_main:
+            if not (cfg["resume"] and (self.run_dir / LAST).exists()):
+                (self.run_dir / METRICS).unlink(missing_ok=True)  # --overwrite: a fresh record
             write_json_atomic(self.run_dir / "config.json", cfg, sort_keys=True)
             from tensorboardX import SummaryWriter
 
@@ -292,7 +304,8 @@ class Trainer:
 
         scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg["amp"]) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
-        ac = lambda: autocast(self.device, bool(cfg["amp"]))  # noqa: E731
+        graphs = cfg.get("cuda_graphs", "none") != "none"  # graphs need the autocast cache off
+        ac = lambda: autocast(self.device, bool(cfg["amp"]), cache=not graphs)  # noqa: E731
         try:
             with _StopFlag() as stop:
                 self._run_stages(student, teacher, optimizer, scaler, ac, state, global_it,
@@ -354,6 +367,8 @@ class Trainer:
         student.train()
         if teacher is not None:
             teacher.eval()
+        t_call = (GraphedCall(teacher, training=False) if teacher is not None
+                  and cfg.get("cuda_graphs", "none") in ("teacher", "all") else teacher)
         best = state["best"].get(stage.name, -math.inf)
         bar = tqdm(total=stage.iterations, initial=global_it - start, desc=stage.name,
                    dynamic_ncols=True, disable=not self.is_main or not cfg["progress"])
@@ -370,8 +385,11 @@ class Trainer:
                 rng = np.random.default_rng([cfg["seed"], 11, global_it])
                 host = prefetch.get(global_it)
                 u_index = host.pop("unlabeled_index", None)
-                batch = _to_device(host, self.device, cfg["channels_last"])
-                ctx = StepContext(forward, teacher, it, stage, rng, lbs, ac, state)
+                batch = _to_device(host, self.device, cfg["channels_last"],
+                                   cfg.get("pin_memory", False))
+                if isinstance(forward, GraphedCall):
+                    forward.begin_step()
+                ctx = StepContext(forward, t_call, it, stage, rng, lbs, ac, state)
                 out = self.method.step(batch, ctx)
                 self._track_unlabeled_fg(out, u_index, state)
                 if any_rank(not bool(torch.isfinite(out.loss))):  # every rank skips or stops
@@ -452,7 +470,7 @@ class Trainer:
         """Append one row to ``metrics.jsonl`` (after a resume, a reader keeps the last row
         of each iteration)."""
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with open(self.run_dir / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
     def _log_step(self, step: int, stage: Stage, lr: float, out, bar) -> None:

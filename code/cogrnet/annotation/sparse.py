@@ -1,0 +1,121 @@
+"""Sparse label maps painted in a viewer (3D Slicer, ITK-SNAP): which two slices hold the
+strokes, read from the map itself.
+
+A user paints two orthogonal slices of a scan and saves the label map (NIfTI, NRRD, MHA)
+on the scan's grid. :func:`find_planes` finds the two painted planes (array axes and
+indices of the ``(X, Y, Z)`` volume) from the non-zero voxels; :func:`read_sparse_map`
+reads such a file, checks its grid against the image's and returns the validated
+:class:`~cogrnet.annotation.dpa.DPA`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.image_io import Geometry, require_same_grid
+from ..errors import DataError
+from .dpa import DPA, validate_dpa
+
+#: a stroke this many slices or fewer away from a painted slice, on that slice's axis,
+#: counts as the brush spilling over (a 3D brush) rather than as a third plane
+SPILL = 2
+
+
+def select_label(volume: np.ndarray, label_value: int | None, what: str) -> np.ndarray:
+    """The bool mask of the strokes: voxels equal to ``label_value``, or every non-zero
+    voxel when the map holds one value only; a :class:`DataError` naming ``what`` for a
+    multi-label map without ``label_value``, or for non-integer values."""
+    if np.issubdtype(volume.dtype, np.floating):
+        if not np.isfinite(volume).all() or not np.all(volume == np.round(volume)):
+            raise DataError(f"{what}: label map holds non-integer values")
+    values = [v for v in np.unique(volume).tolist() if v != 0]
+    if label_value is not None:
+        if label_value not in values:
+            raise DataError(f"{what}: no voxel has --label_value {label_value} (values: "
+                            f"{', '.join(str(int(v)) for v in values[:8]) or 'none'})")
+        return volume == label_value
+    if len(values) > 1:
+        raise DataError(f"{what}: multi-label map (values "
+                        f"{', '.join(str(int(v)) for v in values[:8])}); choose the target "
+                        "with --label_value")
+    return volume != 0
+
+
+def _plane_voxels(mask: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The bool volume of ``mask`` voxels on slice ``index`` along ``axis``."""
+    out = np.zeros_like(mask)
+    sl = tuple(index if k == axis else slice(None) for k in range(mask.ndim))
+    out[sl] = mask[sl]
+    return out
+
+
+def _slice_counts(mask: np.ndarray) -> list[np.ndarray]:
+    """Per axis, the number of ``mask`` voxels on each slice along it."""
+    return [mask.sum(axis=tuple(k for k in range(3) if k != a)) for a in range(3)]
+
+
+def find_planes(mask: np.ndarray, what: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two painted planes of a bool ``(X, Y, Z)`` stroke mask: ``(axes, indices)``,
+    plane A on the higher axis (Z before Y before X, as the presets' ``axes (2, 1)``).
+
+    Each axis's candidate is its slice with the most strokes; the pair of candidates on two
+    different axes covering the most strokes is taken. A one-line :class:`DataError` naming
+    ``what`` when nothing is painted, when one slice holds every stroke, when strokes lie
+    next to a painted slice (a brush spilling over), or when a third plane is painted."""
+    total = int(mask.sum())
+    if total == 0:
+        raise DataError(f"{what}: no painted slice (the label map is empty)")
+    counts = _slice_counts(mask)
+    best = [int(np.argmax(c)) for c in counts]
+    for a in range(3):
+        if int(counts[a][best[a]]) == total:
+            raise DataError(f"{what}: only one painted plane (axis {a}, slice {best[a]}); "
+                            "paint a second slice on another axis")
+    pairs = [(a, b) for a in range(3) for b in range(a + 1, 3)]
+    union = {p: _plane_voxels(mask, p[0], best[p[0]]) | _plane_voxels(mask, p[1], best[p[1]])
+             for p in pairs}
+    a, b = max(pairs, key=lambda p: (int(union[p].sum()), p))  # ties: the higher axes
+    rest = mask & ~union[(a, b)]
+    if rest.any():
+        where = np.argwhere(rest)
+        near = np.zeros(len(where), bool)
+        for axis in (a, b):
+            near |= np.abs(where[:, axis] - best[axis]) <= SPILL
+        planes = f"axis {b} slice {best[b]} and axis {a} slice {best[a]}"
+        if near.all():
+            raise DataError(f"{what}: {len(where)} stroke voxel(s) outside the two painted "
+                            f"slices ({planes}), on slices next to them: paint each plane "
+                            "with a 2D brush")
+        rest_counts = _slice_counts(rest)
+        c = int(np.argmax([rc.max() for rc in rest_counts]))
+        raise DataError(f"{what}: more than two painted planes ({planes}, and "
+                        f"{len(where)} voxel(s) elsewhere, e.g. on axis {c} slice "
+                        f"{int(np.argmax(rest_counts[c]))}); a dual-plane annotation has "
+                        "exactly two")
+    return (b, a), (best[b], best[a])
+
+
+def dpa_from_mask(mask: np.ndarray, case_id: str, what: str) -> DPA:
+    """The validated DPA of a bool stroke mask ``(X, Y, Z)``; errors name ``what``."""
+    axes, indices = find_planes(mask, what)
+    try:
+        return validate_dpa(DPA(mask.astype(np.uint8), axes, indices), mask.shape, case_id)
+    except DataError as err:
+        raise DataError(f"{what}: {err}") from None
+
+
+def read_sparse_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
+                    geometry: Geometry | None = None, label_value: int | None = None) -> DPA:
+    """Read a painted label map file and return its DPA.
+
+    The map must lie on the image's grid: its size must equal ``shape`` (the image's
+    ``(X, Y, Z)``) and, when ``geometry`` (the image's) is given, its spacing, origin and
+    direction must match. Errors are one line naming the file and the case."""
+    from ..inference.nifti import read_volume_xyz
+
+    path = Path(path)
+    what = f"{path} (case '{case_id}')"
+    volume, img = read_volume_xyz(path, "annotation")
+    require_same_grid(img, geometry, what, "annotation", "image", tuple(shape))
+    return dpa_from_mask(select_label(volume, label_value, what), case_id, what)
