@@ -17,8 +17,9 @@ from ..networks import network_config
 from ..runtime import add_speed_arguments, resolve_speed
 
 
-#: ``--pre_mix_directions`` default (docs/METHODS.md: measured on the LA validation list)
-PRE_MIX_DEFAULT = 2
+#: ``--pre_mix_directions`` default: the reference's one direction; both directions scored
+#: lower on the LA validation list (docs/RESULTS.md, one seed each so far)
+PRE_MIX_DEFAULT = 1
 
 
 def _ratio(text: str) -> str | float:
