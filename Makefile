@@ -10,10 +10,12 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+# the library (code/cogrnet) is installed editable: the scripts and tests import it as is
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 
 test: setup

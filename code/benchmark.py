@@ -36,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
-CODE = Path(__file__).resolve().parent
-sys.path.insert(0, str(CODE))
+from cogrnet.config import MODEL_DIR, REPO_ROOT
+from cogrnet.errors import ConfigError, run_cli
+from cogrnet.fileio import write_json_atomic, write_text_atomic
 
-from cogrnet.config import MODEL_DIR, REPO_ROOT  # noqa: E402
-from cogrnet.errors import ConfigError, run_cli  # noqa: E402
-from cogrnet.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+CODE = Path(__file__).resolve().parent
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 

@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cogrnet.errors import run_cli  # noqa: E402
+from cogrnet.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cogrnet.data.import_nifti import RECORD, import_dataset
+    from cogrnet.prepare.import_nifti import RECORD, import_dataset
 
     def report(rec: dict) -> None:
         if "error" in rec:

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cogrnet.data.phantom import make_phantom_set  # noqa: E402
-from cogrnet.errors import run_cli  # noqa: E402
+from cogrnet.errors import run_cli
+from cogrnet.prepare.phantom import make_phantom_set
 
 
 def main(argv=None) -> int:
@@ -31,7 +28,7 @@ def main(argv=None) -> int:
                    help="--layout nifti: training scans with two painted slices")
     a = p.parse_args(argv)
     if a.layout == "nifti":
-        from cogrnet.data.phantom import make_nifti_set
+        from cogrnet.prepare.phantom import make_nifti_set
 
         ids = make_nifti_set(a.out, a.n_train, a.n_annotated, 1, a.n_test, a.shape, seed=a.seed)
         print(f"wrote {len(ids)} phantom scans as NIfTI to {a.out} ({a.n_train} train, "

@@ -6,22 +6,16 @@
 Writes <out_dir>/<ID>.h5 (image z-scored float32, label binary uint8, label_raw 0/1/2) and
 copies train.list / test.list from --lists_dir. Existing outputs are skipped unless
 --overwrite. A bad case is reported at the end and does not stop the others; the exit status
-is 1 when any case failed. See cogrnet/data/preprocess.py for the steps.
+is 1 when any case failed. See cogrnet/data/preprocess.py for the steps
+(:func:`cogrnet.data.preprocess.preprocess_release` does the work).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cogrnet.config import PRESETS  # noqa: E402
-from cogrnet.data.preprocess import (  # noqa: E402
-    PREPROCESS_PRESETS, copy_split_lists, find_raw_cases, get_preprocess_preset, list_ids,
-    run_preprocessing)
-from cogrnet.data.dataset import read_list  # noqa: E402
-from cogrnet.errors import ConfigError, run_cli, writable_dir  # noqa: E402
+from cogrnet.data.preprocess import PREPROCESS_PRESETS, preprocess_release
+from cogrnet.errors import run_cli
 
 
 def main(argv=None) -> int:
@@ -54,36 +48,8 @@ def main(argv=None) -> int:
                    help="show tracebacks (errors and internal failures of single cases)")
     a = p.parse_args(argv)
 
-    if a.workers < 1:
-        raise ConfigError(f"--workers: need at least 1, got {a.workers}")
-    preset = get_preprocess_preset(a.dataset, a.out_size)
-    ds = PRESETS[a.dataset]
-    out_dir = Path(a.out_dir or ds.root_path)
-    lists_dir = None if (a.lists_dir or "").lower() == "none" else (a.lists_dir or ds.lists_dir)
-
-    ids = a.ids
-    if ids is None and not a.all and lists_dir is not None:
-        ids = list_ids(lists_dir)
-    raw_cases = list(find_raw_cases(a.raw_dir, preset, ids).values())
-    if not raw_cases:
-        raise ConfigError(f"--raw_dir {a.raw_dir}: no {a.dataset} cases found")
-    source = ("--ids" if a.ids else "every raw case" if (a.all or ids is None)
-              else f"lists in {lists_dir}")
-    writable_dir(out_dir, "--out_dir")
-    print(f"{len(raw_cases)} case(s) ({source}) -> {out_dir}, size "
-          f"{'x'.join(map(str, preset.out_size))}, window {list(preset.window_hu)} HU, "
-          f"{a.workers} worker(s)", file=sys.stderr)
-
-    results = run_preprocessing(raw_cases, out_dir, preset, workers=a.workers,
-                                overwrite=a.overwrite, progress=not a.no_progress)
-    if lists_dir is not None:
-        for path in copy_split_lists(lists_dir, out_dir, overwrite=a.overwrite):
-            print(f"wrote {path}", file=sys.stderr)
-            missing = [i for i in read_list(path) if not (out_dir / f"{i}.h5").exists()]
-            if missing:
-                print(f"note: {len(missing)} ID(s) of {path.name} have no h5 in {out_dir} yet "
-                      f"(e.g. {missing[0]})", file=sys.stderr)
-
+    results = preprocess_release(a.dataset, a.raw_dir, a.out_dir, a.lists_dir, a.ids, a.all,
+                                 a.workers, a.overwrite, a.out_size, not a.no_progress)
     count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"done {count['done']}, skipped (existing) {count['skipped']}, "
           f"failed {count['failed']}", file=sys.stderr)

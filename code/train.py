@@ -8,23 +8,16 @@ Runs land in model/<exp>/ (config.json, log.txt, tb/, pretrain_best.pth, best.pt
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cogrnet.errors import run_cli  # noqa: E402
-from cogrnet.training.config import parse_config  # noqa: E402
+from cogrnet.errors import run_cli
+from cogrnet.training.config import parse_config
 
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
-    from cogrnet.training.distributed import distributed_context
-    from cogrnet.training.trainer import Trainer
+    from cogrnet.training import train
 
-    with distributed_context(cfg):
-        trainer = Trainer(cfg)
-        trainer.run()
-    return 130 if trainer.interrupted else 0
+    return 130 if train(cfg).interrupted else 0
 
 
 if __name__ == "__main__":

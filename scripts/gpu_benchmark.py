@@ -2,7 +2,7 @@
 seeded half-resolution LA table, in one command that keeps to a time budget.
 
     python scripts/gpu_benchmark.py --prepare                     # here: .gpu_data (data to send)
-    python3 scripts/gpu_benchmark.py --out $OUT                   # on the GPU machine (<= 9 min)
+    PYTHONPATH=$PWD/code python3 scripts/gpu_benchmark.py --out $OUT   # on the GPU machine (<= 9 min)
     python scripts/gpu_benchmark.py --smoke --out DIR             # the same, reduced, on a CPU
     python code/benchmark.py --spec benchmarks/la_half_gpu.json --out docs/benchmarks/la_half_gpu \\
         --collect DIR/gpu_benchmark.json                         # the seeded table from its JSON
@@ -44,7 +44,10 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = REPO / "code"
-sys.path.insert(0, str(CODE))
+try:
+    import cogrnet  # noqa: F401  (nothing else: a script outside code/ needs the install)
+except ImportError:
+    sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -670,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = json.loads(spec_path.read_text())
     if a.smoke:
         if a.root_path is None:
-            from cogrnet.data.phantom import make_phantom_set
+            from cogrnet.prepare.phantom import make_phantom_set
 
             a.root_path = str(work / "phantom")
             if not (Path(a.root_path) / "train.list").is_file():

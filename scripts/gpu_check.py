@@ -18,7 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
+try:
+    import cogrnet  # noqa: F401  (nothing else: a script outside code/ needs the install)
+except ImportError:
+    sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 
 import torch  # noqa: E402
 
@@ -56,7 +59,7 @@ def _test_volume(args, run_dir: Path) -> dict:
     from cogrnet.inference.sliding_window import predict_volume
     from cogrnet.networks import build_network
     from cogrnet.runtime import resolve_device
-    from cogrnet.training.checkpoint import load_checkpoint
+    from cogrnet.inference.model import load_checkpoint
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(run_dir / "best.pth", map_location=device)

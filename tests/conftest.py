@@ -1,26 +1,43 @@
-"""Shared fixtures: the library on sys.path, tiny phantom datasets, the real LA root."""
+"""Shared fixtures: tiny phantom datasets, the real LA root, scripts loaded by path."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = REPO / "code"
-sys.path.insert(0, str(CODE))
 LA_ROOT = Path(os.environ.get("COGRNET_LA_ROOT", REPO.parent / "shared" / "data" / "LA"))
 
+try:
+    import cogrnet  # noqa: F401  (installed editable by `make setup`)
+except ImportError:
+    pytest.exit("cogrnet is not installed: run `make setup` or `pip install -e .`", returncode=4)
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def load_script(path: Path) -> ModuleType:
+    """An entry script (``code/preprocess.py``, ``scripts/gpu_benchmark.py``, ...) as a module,
+    imported by its path once per session (``sys.modules`` key ``_script_<name>``)."""
+    name = "_script_" + "_".join(Path(path).resolve().relative_to(REPO).with_suffix("").parts)
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
     """Six small phantom cases (4 train, 2 test) in the UA-MT layout, made once."""
-    from cogrnet.data.phantom import make_phantom_set
+    from cogrnet.prepare.phantom import make_phantom_set
 
     root = tmp_path_factory.mktemp("phantom")
     make_phantom_set(root, n_train=4, n_test=2, base_shape=(40, 36, 24), jitter=4, seed=0)

@@ -566,7 +566,7 @@ def test_test_scores_the_good_and_the_small_case(test_run):
     assert [c["case"] for c in s["cases"] if "dice" in c] == ["good_a", "small"]
     for cid in ("good_a", "small"):
         assert (out / "pred" / f"{cid}.nii.gz").is_file()
-    # one axis convention (cogrnet.inference.nifti): the file's size is the (X, Y, Z) shape
+    # one axis convention (cogrnet.data.nifti): the file's size is the (X, Y, Z) shape
     assert sitk.ReadImage(str(out / "pred" / "small.nii.gz")).GetSize() == (20, 20, 10)
     assert f"{len(BAD_H5)} failed case(s)" in stdout
 
@@ -601,7 +601,7 @@ def test_test_bad_lists(bad_root, ckpts, tmp_path, ids, message):
 
 def test_test_unwritable_out_dir_fails_before_inference(bad_root, ckpts, tmp_path, unwritable,
                                                         monkeypatch):
-    import cogrnet.evaluation as ev
+    import cogrnet.evaluation.run as ev
 
     def no_inference(*a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("inference ran although the output folder is not writable")
@@ -614,7 +614,7 @@ def test_test_unwritable_out_dir_fails_before_inference(bad_root, ckpts, tmp_pat
 
 
 def test_test_pred_dir_bad_files(bad_root, cases, tmp_path):
-    from cogrnet.inference.nifti import write_prediction
+    from cogrnet.data.nifti import write_prediction
 
     lst = write_list(tmp_path, "t.list", ["good_a", "good_b", "small", "empty_label"])
     preds = tmp_path / "preds"

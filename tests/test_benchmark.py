@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 
-from conftest import CODE
+from conftest import CODE, load_script
+
+benchmark = load_script(CODE / "benchmark.py")
 
 
 def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
@@ -53,7 +55,7 @@ def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
 
 def _fake_run(runs, spec, row, seed):
     """A finished (row, seed) as benchmark.py leaves it, without training (for --collect)."""
-    from benchmark import _short, row_commands
+    _short, row_commands = benchmark._short, benchmark.row_commands
 
     exp, train, test = row_commands(spec, row, seed, runs)
     (runs / exp).mkdir(parents=True)
@@ -68,7 +70,6 @@ def _fake_run(runs, spec, row, seed):
 def test_benchmark_keeps_recorded_rows_without_their_run_folders(tmp_path):
     """Rows run on another machine (run folders gone) stay in the table through
     results.json; a row whose arguments changed since drops out; a bad file is one line."""
-    sys.path.insert(0, str(CODE))
     spec = {"title": "t", "prefix": "b", "seeds": [1], "common": {"dataset": "phantom"},
             "rows": [{"name": "a", "args": {"method": "sup", "max_iteration": 2}},
                      {"name": "c", "args": {"method": "mt", "max_iteration": 2}}]}
@@ -119,7 +120,6 @@ def test_benchmark_keeps_recorded_rows_without_their_run_folders(tmp_path):
 def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
     """The Dice per case of the student's test and of the teacher's (``bench_test_ema``) go
     into the table: a teacher-Dice column and a per-case table."""
-    sys.path.insert(0, str(CODE))
     spec = {"title": "t", "prefix": "b", "seeds": [1], "common": {"dataset": "phantom"},
             "test": {"split": "val"}, "test_teacher": True,
             "rows": [{"name": "m", "args": {"method": "mt", "max_iteration": 2}}]}
@@ -146,8 +146,6 @@ def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
 def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypatch):
     """With --jobs 2 the runs start seed-major, each with one thread, and the table is
     rewritten after each; a teacher method is also tested with its teacher."""
-    sys.path.insert(0, str(CODE))
-    import benchmark
 
     started = []
 

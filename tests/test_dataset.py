@@ -7,8 +7,8 @@ import pytest
 
 from cogrnet.data.dataset import (CaseStore, case_path, find_list, load_h5_case, read_list,
                                   write_case_h5)
-from cogrnet.data.phantom import make_phantom_set
 from cogrnet.errors import DataError
+from cogrnet.prepare.phantom import make_phantom_set
 
 
 def _h5(path, **arrays):

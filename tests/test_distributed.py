@@ -161,7 +161,6 @@ PROBE = """
 import runpy, sys
 from pathlib import Path
 import torch
-sys.path.insert(0, {code!r})
 from cogrnet.training import trainer as T
 
 out = Path({out!r})
@@ -194,7 +193,7 @@ def test_ddp_ranks_hold_identical_weights_with_batchnorm(phantom_root, tmp_path,
     each: without the DDP wrapper (no gradient all-reduce) the students' first convolution
     differs, without the teacher broadcast the teachers' running means differ."""
     probe = tmp_path / "probe.py"
-    probe.write_text(PROBE.format(code=str(CODE), out=str(tmp_path), train=str(CODE / "train.py")))
+    probe.write_text(PROBE.format(out=str(tmp_path), train=str(CODE / "train.py")))
     args = [str(probe), "--root_path", str(phantom_root), "--out_root", str(tmp_path),
             "--method", method, "--exp", "ddp", "--dataset", "phantom", "--n_filters", "4",
             "--patch_size", "32", "32", "16", "--device", "cpu", "--no_progress",

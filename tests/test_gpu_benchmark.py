@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CODE, REPO
+from conftest import CODE, REPO, load_script
 
-sys.path.insert(0, str(REPO / "scripts"))
-import gpu_benchmark as gb  # noqa: E402
+gb = load_script(REPO / "scripts" / "gpu_benchmark.py")
 
 ROW = "cogrnet_coarse_mix2_zscore"
 

@@ -24,7 +24,7 @@ LEARNED = 0.6  # validation Dice after the runs below; an untrained network scor
 @pytest.fixture(scope="module")
 def phantoms8(tmp_path_factory) -> Path:
     """Eight small phantoms; the last two are the validation list."""
-    from cogrnet.data.phantom import make_phantom_set
+    from cogrnet.prepare.phantom import make_phantom_set
 
     root = tmp_path_factory.mktemp("phantom8")
     ids = make_phantom_set(root, n_train=8, n_test=0, base_shape=(40, 36, 24), jitter=4, seed=0)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from cogrnet.data.image_io import Geometry
-from cogrnet.data.phantom import (NIFTI_DIRECTION, NIFTI_ORIGIN, NIFTI_SPACING,
-                                  make_nifti_set)
 from cogrnet.errors import ConfigError, DataError
+from cogrnet.prepare.phantom import (NIFTI_DIRECTION, NIFTI_ORIGIN, NIFTI_SPACING,
+                                     make_nifti_set)
 from test_bad_inputs import PREDICT, REGISTRATION, TEST, TRAIN, _load, call, error_lines
 
 sitk = pytest.importorskip("SimpleITK")
@@ -28,7 +28,7 @@ IMPORT = _load("import_dataset.py")
 
 
 def write_xyz(path: Path, array: np.ndarray, grid: Geometry = GRID) -> Path:
-    from cogrnet.inference.nifti import write_volume_xyz
+    from cogrnet.data.nifti import write_volume_xyz
 
     return write_volume_xyz(array, path, grid)
 

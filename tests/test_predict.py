@@ -55,7 +55,7 @@ class Threshold(torch.nn.Module):
 @pytest.mark.parametrize("ext", [".nii.gz", ".mha", ".nrrd"])
 def test_predict_keeps_geometry_and_axes(predict_script, checkpoint, tmp_path, monkeypatch,
                                          ext):
-    import cogrnet.evaluation.evaluate as ev
+    import cogrnet.inference.segment as ev
 
     arr, img = _write_image(tmp_path / f"scan{ext}")
     real_load = ev.load_model

@@ -2,7 +2,6 @@
 orientation and value ranges (HU, labels 0/1/2)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import h5py
@@ -16,9 +15,9 @@ from cogrnet.data.preprocess import (
     run_preprocessing, to_xyz, window_unit)
 from cogrnet.errors import ConfigError, DataError, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "code"))
-import preprocess as preprocess_cli  # noqa: E402  (code/preprocess.py)
+from conftest import CODE, load_script
+
+preprocess_cli = load_script(CODE / "preprocess.py")
 
 RAW_SHAPE = (60, 52, 18)          # (X, Y, Z) physical voxels of the generated volumes
 SPACING = (0.8, 0.9, 3.0)         # mm along X, Y, Z

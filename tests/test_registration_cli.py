@@ -14,8 +14,7 @@ import pytest
 
 from cogrnet.annotation import read_coarse_label, simulate_dpa
 from cogrnet.annotation.io import KEYS
-from cogrnet.data.dataset import CaseStore
-from cogrnet.data.phantom import write_case_h5
+from cogrnet.data.dataset import CaseStore, write_case_h5
 from cogrnet.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +65,12 @@ def test_cli_phantoms_end_to_end_and_deterministic(phantom_root, tmp_path, capsy
     assert set(s) >= {"cases", "mean_dice", "mean_dice_a", "mean_dice_b", "seconds_per_case",
                       "settings"}
     assert s["settings"]["seed"] == 5 and s["settings"]["axes"] == [2, 1]
+    # the annotated slices are exact: Dice 1 at distance 0, lower further away
+    dist = s["quality"]["distance"]
+    assert dist["fused"][0] == dist["a"][0] == dist["b"][0] == 1.0
+    assert min(v for v in dist["fused"] if v is not None) < 1.0
+    assert (outs[0] / "dice_vs_distance.png").stat().st_size > 1000
+    assert len(s["quality"]["confidence"]["errors_below"]) == 4
     store = CaseStore(phantom_root)
     for case_id in ("phantom_000", "phantom_001", "phantom_002"):
         shape = store.get(case_id, with_label=False).shape

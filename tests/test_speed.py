@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, load_script
 from cogrnet.errors import ConfigError
 from cogrnet.runtime import SGD_IMPLS, add_speed_arguments, check_speed, sgd_options
 from cogrnet.training import graphs
@@ -19,8 +18,8 @@ from cogrnet.training.config import build_parser
 from cogrnet.training.graphs import GraphedCall
 from cogrnet.training.trainer import Trainer
 
-sys.path.insert(0, str(REPO / "scripts"))
-from gpu_benchmark import loss_curve, speed_config  # noqa: E402
+_gpu_benchmark = load_script(REPO / "scripts" / "gpu_benchmark.py")
+loss_curve, speed_config = _gpu_benchmark.loss_curve, _gpu_benchmark.speed_config
 
 TINY = ["--dataset", "phantom", "--n_filters", "4", "--patch_size", "32", "32", "16",
         "--batch_size", "4", "--labeled_bs", "2", "--device", "cpu", "--no_progress",

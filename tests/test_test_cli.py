@@ -95,7 +95,7 @@ def test_default_paper_strides_and_out_dir(test_script, phantom_root, checkpoint
 
 
 def test_pred_dir_on_generated_files(test_script, phantom_root, tmp_path):
-    from cogrnet.inference.nifti import write_prediction
+    from cogrnet.data.nifti import write_prediction
 
     store = CaseStore(phantom_root)
     a, b = store.split("test")
@@ -170,7 +170,7 @@ class Threshold(torch.nn.Module):
 
 
 def test_evaluate_model_meaningful_metrics(tmp_path):
-    from cogrnet.data.phantom import write_case_h5
+    from cogrnet.data.dataset import write_case_h5
 
     for i in range(2):
         label = np.zeros((30, 26, 20), np.uint8)

@@ -12,32 +12,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+try:
+    import cogrnet  # noqa: F401  (nothing else: a script outside code/ needs the install)
+except ImportError:
+    sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 import numpy as np  # noqa: E402
 
-from cogrnet.data.dataset import CaseStore  # noqa: E402
+# case_stats and flag_outliers: the per-case numbers and the flag, importable from here too
+from cogrnet.data.intensity_stats import (case_stats, flag_outliers,  # noqa: E402,F401
+                                          split_intensity_stats)
 from cogrnet.errors import run_cli  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
-
-
-def case_stats(image: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """Mean/std of ``image``, its mean inside/outside ``label > 0`` and their contrast in std
-    units (NaN where the label is empty or full)."""
-    fg, bg = label > 0, label == 0
-    std = float(image.std())
-    fg_mean = float(image[fg].mean()) if fg.any() else float("nan")
-    bg_mean = float(image[bg].mean()) if bg.any() else float("nan")
-    return {"mean": float(image.mean()), "std": std, "fg_mean": fg_mean, "bg_mean": bg_mean,
-            "contrast": (fg_mean - bg_mean) / std if std > 0 else float("nan")}
-
-
-def flag_outliers(stds: list[float], low: float = 0.5, high: float = 2.0) -> list[bool]:
-    """True where a standard deviation is below ``low`` or above ``high`` times the median."""
-    med = float(np.median(stds))
-    return [s < low * med or s > high * med for s in stds]
 
 
 def main(argv=None) -> int:
@@ -48,15 +34,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
-    store = CaseStore(a.root_path, cache=False)
-    rows = []
-    for case_id in store.split(a.split, a.lists_dir):
-        case = store.get(case_id, with_label=True)
-        rows.append({"case": case_id, **case_stats(case.image, case.label)})
-    flags = flag_outliers([r["std"] for r in rows])
+    rows = split_intensity_stats(a.root_path, a.split, a.lists_dir)
+    flags = [r["outlier"] for r in rows]
     print(f"{'case':<24}{'mean':>8}{'std':>8}{'fg mean':>9}{'bg mean':>9}{'contrast':>10}")
     for r, f in zip(rows, flags):
-        r["outlier"] = f
         print(f"{r['case']:<24}{r['mean']:8.3f}{r['std']:8.3f}{r['fg_mean']:9.3f}"
               f"{r['bg_mean']:9.3f}{r['contrast']:10.2f}{'  <- std far from the median' if f else ''}")
     print(f"{len(rows)} case(s); median std {np.median([r['std'] for r in rows]):.3f}; "

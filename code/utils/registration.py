@@ -17,16 +17,23 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    import cogrnet  # noqa: F401  (nothing else: a script outside code/ needs the install)
+except ImportError:
+    sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 
 import numpy as np  # noqa: E402
 
 from cogrnet.annotation import (POLICIES, CaseTask, FusionParams,  # noqa: E402
-                                PropagationParams, check_axes, process_case)
+                                PropagationParams, RefineParams, check_axes, pool_quality,
+                                process_case)
+from cogrnet.annotation.refine import METHODS as REFINE_METHODS, check_refine  # noqa: E402
+from cogrnet.annotation.figures import save_distance_png  # noqa: E402
+from cogrnet.annotation.quality import calibration_text  # noqa: E402
 from cogrnet.annotation.fuse import METHODS  # noqa: E402
 from cogrnet.config import PRESETS, get_preset  # noqa: E402
 from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
-from cogrnet.data.import_nifti import read_import_record  # noqa: E402
+from cogrnet.prepare.import_nifti import read_import_record  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
 
@@ -62,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <ID>.nii.gz (coarse label on the image's grid) and "
                         "png/<ID>.png")
     p.add_argument("--fusion", default="sdf", choices=METHODS, help="plane fusion (default sdf)")
+    p.add_argument("--refine", default="none", choices=REFINE_METHODS,
+                   help="image-driven refinement of the fused label near its boundary: none, "
+                        "or intensity (histograms of the annotated slices; docs/REGISTRATION.md)"
+                        " (default none)")
     p.add_argument("--no_cross", action="store_true",
                    help="ablation: do not correct/stop a plane with the other plane")
     p.add_argument("--seed", type=int, default=1337,
@@ -111,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = writable_dir(args.out_dir, "--out_dir")
 
     prop, fusion = PropagationParams(), FusionParams(method=args.fusion)
+    refine = RefineParams(method=args.refine)
+    check_refine(refine, fusion)
     settings = {"dataset": args.dataset, "root_path": str(root), "split": args.split,
                 "labelnum": None if args.ids else labelnum, "ids": args.ids,
                 "slice_policy": None if args.annotations else args.slice_policy,
@@ -118,10 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "annotations": args.annotations, "label_value": label_value,
                 "workers": args.workers, "seed": args.seed,
                 "cross_plane": not args.no_cross, "propagation": prop.to_dict(),
-                "fusion": fusion.to_dict()}
+                "fusion": fusion.to_dict(), "refine": refine.to_dict()}
     tasks = [CaseTask(case_id=i, root=str(root), out_dir=str(out_dir), axes=axes,
                       policy=args.slice_policy, annotations=args.annotations, prop=prop,
-                      fusion=fusion, use_cross=not args.no_cross, seed=args.seed,
+                      fusion=fusion, refine=refine, use_cross=not args.no_cross, seed=args.seed,
                       label_value=label_value, previews=args.previews)
              for i in ids]
 
@@ -147,10 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                "mean_dice_a": _mean([c["dice_a"] for c in ok]),
                "mean_dice_b": _mean([c["dice_b"] for c in ok]),
                "seconds_per_case": _mean([c["seconds"] for c in ok]),
+               "cpu_seconds_per_case": _mean([c.get("cpu_seconds") for c in ok]),
+               "quality": pool_quality([c.get("quality") for c in ok]),
                "settings": settings}
     write_json_atomic(out_dir / "summary.json", summary)
+    if summary["quality"] is not None:
+        save_distance_png(summary["quality"], out_dir / "dice_vs_distance.png",
+                          f"{len(ok)} case(s) of {root}: Dice by distance from the annotation")
+        print(calibration_text(summary["quality"]))
     print(f"{len(ok)}/{len(cases)} case(s) ok; mean dice {summary['mean_dice']}, "
-          f"{summary['seconds_per_case']} s per case -> {out_dir / 'summary.json'}")
+          f"{summary['seconds_per_case']} s per case ({summary['cpu_seconds_per_case']} CPU s) "
+          f"-> {out_dir / 'summary.json'}")
     failed = [c for c in cases if c["status"] != "ok"]
     for c in failed:
         print(f"error: {c['reason']}", file=sys.stderr)

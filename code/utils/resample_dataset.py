@@ -10,22 +10,14 @@ where they exist). Existing cases are skipped unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tqdm import tqdm  # noqa: E402
-
-from cogrnet.data.dataset import CaseStore, find_list, read_list, write_case_h5  # noqa: E402
-from cogrnet.data.preprocess import resize_volume  # noqa: E402
-from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
-
-
-def resampled_shape(shape, factor: float) -> tuple[int, int, int]:
-    """``round(side * factor)`` per axis, at least 1."""
-    return tuple(max(1, int(round(s * factor))) for s in shape)  # type: ignore[return-value]
+try:
+    import cogrnet  # noqa: F401  (nothing else: a script outside code/ needs the install)
+except ImportError:
+    sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
+from cogrnet.data.resample import resample_dataset  # noqa: E402
+from cogrnet.errors import run_cli  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,40 +32,11 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     a = p.parse_args(argv)
-    if not 0 < a.factor <= 4:
-        raise ConfigError(f"--factor {a.factor}: must be in (0, 4]")
-    store = CaseStore(a.root_path, cache=False)
-    out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ids: list[str] = []
-    for split in a.splits:
-        try:
-            path = find_list(store.root, split, a.lists_dir)
-        except DataError:
-            continue
-        split_ids = [i for i in read_list(path) if i not in ids]
-        ids += split_ids
-        shutil.copyfile(path, out / f"{split}.list")
-    if not ids:
-        raise ConfigError(f"no list file for {', '.join(a.splits)} under {a.root_path}"
-                          + (f" or {a.lists_dir}" if a.lists_dir else ""))
-    written, kept, missing = 0, 0, []
-    for case_id in tqdm(ids, desc="resample"):
-        dst = out / f"{case_id}.h5"
-        if dst.exists() and not a.overwrite:
-            kept += 1
-            continue
-        try:
-            case = store.get(case_id, with_label=True)
-        except DataError as err:
-            missing.append(f"{case_id} ({err})")
-            continue
-        size = resampled_shape(case.shape, a.factor)
-        write_case_h5(dst, resize_volume(case.image, size, order=1).astype(a.image_dtype),
-                      resize_volume(case.label, size, order=0))
-        written += 1
-    print(f"{out}: wrote {written} case(s), kept {kept} existing, {len(missing)} not readable")
-    for line in missing[:5]:
+    summary = resample_dataset(a.root_path, a.out_dir, a.factor, a.lists_dir, a.splits,
+                               a.image_dtype, a.overwrite)
+    print(f"{summary.out_dir}: wrote {summary.written} case(s), kept {summary.kept} existing, "
+          f"{len(summary.missing)} not readable")
+    for line in summary.missing[:5]:
         print(f"  not readable: {line}")
     return 0
 

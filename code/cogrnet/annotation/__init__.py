@@ -19,13 +19,25 @@ from .dpa import DPA, POLICIES, check_axes, read_user_dpa, simulate_dpa, validat
 from .fuse import FusionParams, fuse_planes
 from .io import CoarseLabel, read_coarse_label, write_coarse_label
 from .propagate import PropagationParams, propagate_dpa, propagate_plane
+from .quality import case_quality, pool_quality
+from .refine import RefineParams, check_refine, refine_label
 
 
 def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None = None,
-                    fusion: FusionParams | None = None, use_cross: bool = True) -> CoarseLabel:
-    """Propagate both planes of ``dpa`` through ``image`` ``(X, Y, Z)`` and fuse them."""
+                    fusion: FusionParams | None = None, use_cross: bool = True,
+                    refine: RefineParams | None = None,
+                    spacing: tuple[float, float, float] | None = None) -> CoarseLabel:
+    """Propagate both planes of ``dpa`` through ``image`` ``(X, Y, Z)``, fuse them, and
+    (``refine.method == "intensity"``, ``sdf`` fusion only) refine the fused label with the
+    image (:mod:`.refine`, ``spacing`` in mm along X, Y, Z; the fused label is kept when the
+    slices give nothing to learn)."""
     label_a, label_b = propagate_dpa(image, dpa.sparse, dpa.axes, dpa.indices, prop, use_cross)
     label, weight = fuse_planes(label_a, label_b, dpa, fusion)
+    if refine is not None and refine.method != "none":
+        check_refine(refine, fusion or FusionParams())
+        refined = refine_label(image, label_a, label_b, dpa, fusion, refine, spacing)
+        if refined is not None:
+            label, weight = refined
     return CoarseLabel(label, label_a.astype(np.uint8), label_b.astype(np.uint8), weight,
                        dpa.axes, dpa.indices, dpa.sparse.astype(np.uint8))
 
@@ -53,6 +65,7 @@ class CaseTask:
     annotations: str | None = None
     prop: PropagationParams = PropagationParams()
     fusion: FusionParams = FusionParams()
+    refine: RefineParams = RefineParams()
     use_cross: bool = True
     seed: int = 1337
     label_value: int | None = None
@@ -62,7 +75,7 @@ class CaseTask:
 def write_previews(out_dir: str | Path, case: Any, coarse: CoarseLabel) -> None:
     """``<out_dir>/<ID>.nii.gz`` (the fused coarse label on the case's grid, to open over the
     scan in a viewer) and ``<out_dir>/png/<ID>.png`` (:func:`save_coarse_png`)."""
-    from ..inference.nifti import write_volume_xyz
+    from ..data.nifti import write_volume_xyz
     from .figures import save_coarse_png
 
     write_volume_xyz(coarse.label.astype(np.uint8), Path(out_dir) / f"{case.case_id}.nii.gz",
@@ -76,8 +89,11 @@ def process_case(task: CaseTask) -> dict[str, Any]:
     previews).
 
     Never raises: returns ``{"id", "dice", "dice_a", "dice_b", "seconds", "status"}`` (Dice
-    ``None`` without a full label) plus ``axes``/``indices``, or ``status: failed`` with a
-    one-line ``reason``. Unlabeled data is never touched; a label is read only to simulate
+    ``None`` without a full label; ``seconds``: wall time of reading, both planes, fusion,
+    refinement and writing, not the scoring; ``cpu_seconds``: the same in this process's CPU
+    time) plus ``axes``/``indices`` and, with a full label, the counts of
+    :func:`~cogrnet.annotation.quality.case_quality` under ``quality``; or ``status:
+    failed`` with a one-line ``reason``. Unlabeled data is never touched; a label is read only to simulate
     the DPA or to score it."""
     import SimpleITK as sitk
 
@@ -85,9 +101,10 @@ def process_case(task: CaseTask) -> dict[str, Any]:
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, task.prop.threads))
     np.random.seed(task.seed % (2 ** 32))  # nothing here is random; kept for future stages
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result: dict[str, Any] = {"id": task.case_id, "dice": None, "dice_a": None,
-                              "dice_b": None, "seconds": None, "status": "ok"}
+                              "dice_b": None, "seconds": None, "cpu_seconds": None,
+                              "status": "ok"}
     try:
         store = CaseStore(task.root, cache=False)
         if task.annotations:
@@ -99,14 +116,20 @@ def process_case(task: CaseTask) -> dict[str, Any]:
             assert case.label is not None
             require_foreground(case.label, case.path, why="there is no slice to annotate")
             dpa = simulate_dpa(case.label, task.axes, task.policy, task.case_id)
-        coarse = coarse_from_dpa(case.image, dpa, task.prop, task.fusion, task.use_cross)
+        coarse = coarse_from_dpa(case.image, dpa, task.prop, task.fusion, task.use_cross,
+                                 task.refine, case.spacing)
         write_coarse_label(task.out_dir, task.case_id, coarse)
         if task.previews:
             write_previews(task.out_dir, case, coarse)
+        # scoring is not counted; CPU seconds stay honest on a machine shared with other jobs
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["cpu_seconds"] = round(time.process_time() - c0, 3)
         if case.label is not None:
             result["dice"] = round(dice(coarse.label, case.label), 6)
             result["dice_a"] = round(dice(coarse.label_a, case.label), 6)
             result["dice_b"] = round(dice(coarse.label_b, case.label), 6)
+            result["quality"] = case_quality(coarse.label, coarse.label_a, coarse.label_b,
+                                             coarse.weight, case.label, dpa.axes, dpa.indices)
         result["axes"], result["indices"] = list(dpa.axes), list(dpa.indices)
     except CoGRNetError as err:
         result.update(status="failed", reason=str(err))
@@ -114,11 +137,13 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         msg = str(err).splitlines()[0] if str(err) else "no detail"
         result.update(status="failed",
                       reason=f"case '{task.case_id}': {type(err).__name__}: {msg}")
-    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if result["seconds"] is None or result["status"] != "ok":
+        result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
 
-__all__ = ["CaseTask", "process_case", "write_previews", "DPA", "POLICIES", "CoarseLabel", "FusionParams", "PropagationParams",
-           "check_axes", "coarse_from_dpa", "dice", "fuse_planes", "propagate_dpa",
-           "propagate_plane", "read_coarse_label", "read_user_dpa", "simulate_dpa",
-           "validate_dpa", "write_coarse_label"]
+__all__ = ["DPA", "POLICIES", "CaseTask", "CoarseLabel", "FusionParams", "PropagationParams",
+           "RefineParams", "case_quality", "check_axes", "coarse_from_dpa", "dice",
+           "fuse_planes", "pool_quality", "process_case", "propagate_dpa", "propagate_plane",
+           "read_coarse_label", "read_user_dpa", "refine_label", "simulate_dpa",
+           "validate_dpa", "write_coarse_label", "write_previews"]

@@ -128,7 +128,7 @@ def validate_dpa(dpa: DPA, shape: Sequence[int], case_id: str = "?") -> DPA:
 def annotation_file(ann_dir: str | Path, case_id: str) -> Path:
     """The user's annotation of ``case_id`` in ``ann_dir``: ``<ID>.h5``, else a painted
     label map ``<ID>.nii.gz`` (``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)."""
-    from ..inference.nifti import READABLE
+    from ..data.nifti import READABLE
 
     ann_dir = Path(ann_dir)
     for name in [f"{case_id}.h5"] + [f"{case_id}{ext}" for ext in READABLE]:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.figures import draw_slice, figure, label_centre, save_figure
+from ..plotting import draw_slice, figure, label_centre, save_figure
 from .io import CoarseLabel
 
 
@@ -25,3 +25,31 @@ def save_coarse_png(image: np.ndarray, coarse: CoarseLabel, path: str | Path,
         draw_slice(ax, image, axis, index, ((strokes, "lime"), (coarse.label, "red")), note,
                    spacing)
     return save_figure(fig, path, f"{title}  annotation: green, coarse label: red")
+
+
+def save_distance_png(pooled: dict, path: str | Path, title: str = "") -> Path:
+    """Plot :func:`~cogrnet.annotation.quality.pool_quality`'s Dice per slice-distance bin:
+    plane A and plane B against the distance from their own annotated slice, the fused label
+    against the distance from the nearer one; the right panel gives the foreground voxels
+    per bin (how much each bin weighs in the volume's Dice)."""
+    from .quality import bin_labels
+
+    dist = pooled["distance"]
+    names = bin_labels(dist["edges"])
+    x = np.arange(len(names))
+    fig, (ax, ax_n) = figure(2)
+    for key, colour, text in (("a", "tab:blue", "plane A"), ("b", "tab:orange", "plane B"),
+                              ("fused", "tab:red", "fused (nearer slice)")):
+        y = np.array([np.nan if v is None else v for v in dist[key]], dtype=float)
+        ax.plot(x, y, marker="o", color=colour, label=text)
+    ax.set_xticks(x, names, rotation=45)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("distance from the annotated slice (slices)")
+    ax.set_ylabel("Dice of the voxels in the bin")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax_n.bar(x, dist["foreground_voxels"], color="grey")
+    ax_n.set_xticks(x, names, rotation=45)
+    ax_n.set_xlabel("distance from the nearer annotated slice (slices)")
+    ax_n.set_ylabel("true foreground voxels")
+    return save_figure(fig, path, title or "coarse label quality by distance")

@@ -96,6 +96,30 @@ def paste_annotation(label: np.ndarray, weight: np.ndarray, dpa: DPA) -> None:
         weight[line] = w
 
 
+def fusion_score(label_a: np.ndarray, label_b: np.ndarray, dpa: DPA,
+                 params: FusionParams | None = None) -> np.ndarray:
+    """The ``sdf`` fusion's score ``(X, Y, Z)`` float: the two planes' clipped signed
+    distances (voxels), averaged with the weights ``gamma ** d``, minus ``threshold``; the
+    fused label is ``score > 0``."""
+    params = params or FusionParams()
+    a, b = label_a.astype(bool), label_b.astype(bool)
+    shape = a.shape
+    wa = plane_weights(shape, dpa.axes[0], dpa.indices[0], params.gamma)
+    wb = plane_weights(shape, dpa.axes[1], dpa.indices[1], params.gamma)
+    sd_a = np.full(shape, -params.clip, dtype=np.float32)
+    sd_b = sd_a.copy()
+    box = _box(a | b, int(np.ceil(params.clip)) + 1)
+    if box is not None:  # beyond clip + 1 voxels of both masks the distances are -clip
+        sd_a[box] = signed_distance(a[box], params.clip)
+        sd_b[box] = signed_distance(b[box], params.clip)
+    return (wa * sd_a + wb * sd_b) / (wa + wb) - params.threshold
+
+
+def score_confidence(score: np.ndarray, tau: float) -> np.ndarray:
+    """``1 - exp(-|score| / tau)``: 0 on the fused boundary, towards 1 away from it."""
+    return 1.0 - np.exp(-np.abs(score) / tau)
+
+
 def fuse_planes(label_a: np.ndarray, label_b: np.ndarray, dpa: DPA,
                 params: FusionParams | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fuse two per-plane labels (bool/uint8 ``(X, Y, Z)``) of one DPA.
@@ -106,23 +130,23 @@ def fuse_planes(label_a: np.ndarray, label_b: np.ndarray, dpa: DPA,
     if params.method not in METHODS:
         raise ValueError(f"unknown fusion method {params.method!r}")
     a, b = label_a.astype(bool), label_b.astype(bool)
-    shape = a.shape
-    wa = plane_weights(shape, dpa.axes[0], dpa.indices[0], params.gamma)
-    wb = plane_weights(shape, dpa.axes[1], dpa.indices[1], params.gamma)
     if params.method == "sdf":
-        sd_a = np.full(shape, -params.clip, dtype=np.float32)
-        sd_b = sd_a.copy()
-        box = _box(a | b, int(np.ceil(params.clip)) + 1)
-        if box is not None:  # beyond clip + 1 voxels of both masks the distances are -clip
-            sd_a[box] = signed_distance(a[box], params.clip)
-            sd_b[box] = signed_distance(b[box], params.clip)
-        score = (wa * sd_a + wb * sd_b) / (wa + wb) - params.threshold
+        score = fusion_score(a, b, dpa, params)
         label = score > 0
-        weight = 1.0 - np.exp(-np.abs(score) / params.tau)
+        weight = score_confidence(score, params.tau)
     else:
+        wa = plane_weights(a.shape, dpa.axes[0], dpa.indices[0], params.gamma)
+        wb = plane_weights(a.shape, dpa.axes[1], dpa.indices[1], params.gamma)
         vote = (wa * a + wb * b) / (wa + wb)
         label = (a & b) if params.method == "intersection" else vote > 0.5
         weight = np.where(label, vote, 1.0 - vote)
+    return finish_label(label, weight, dpa)
+
+
+def finish_label(label: np.ndarray, weight: np.ndarray,
+                 dpa: DPA) -> tuple[np.ndarray, np.ndarray]:
+    """``label`` as uint8 and ``weight`` clipped to [0, 1] as float32, with both annotated
+    slices pasted in (:func:`paste_annotation`)."""
     label = label.astype(np.uint8)
     weight = np.clip(weight, 0.0, 1.0).astype(np.float32)
     paste_annotation(label, weight, dpa)

@@ -112,7 +112,7 @@ def read_sparse_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
     The map must lie on the image's grid: its size must equal ``shape`` (the image's
     ``(X, Y, Z)``) and, when ``geometry`` (the image's) is given, its spacing, origin and
     direction must match. Errors are one line naming the file and the case."""
-    from ..inference.nifti import read_volume_xyz
+    from ..data.nifti import read_volume_xyz
 
     path = Path(path)
     what = f"{path} (case '{case_id}')"

@@ -49,6 +49,7 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -59,9 +60,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .image_io import image_array, read_image
-from ..errors import ConfigError, DataError
+from ..config import PRESETS
+from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import atomic_path
+from .image_io import image_array, read_image
+from .transforms import resize_volume
 
 H5_SUFFIX = ".h5"
 LIST_NAMES = ("train.list", "test.list")
@@ -292,23 +295,6 @@ def body_crop_box(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], ...]:
             box.append((max(0, int(hit[0]) - margin), min(shape[axis], int(hit[-1]) + 1 + margin)))
     box.append((0, shape[2]))
     return tuple(box)
-
-
-def resize_volume(volume: np.ndarray, out_size: Sequence[int], order: int) -> np.ndarray:
-    """Resize a 3D array to exactly ``out_size`` with spline ``order`` (1 linear for images,
-    0 nearest for labels), voxel-area aligned (``grid_mode``), edge values extended.
-    Keeps the dtype for order 0; float32 otherwise."""
-    out_size = tuple(int(s) for s in out_size)
-    if tuple(volume.shape) == out_size:
-        return volume.copy() if order == 0 else volume.astype(np.float32)
-    src = volume if order == 0 else volume.astype(np.float32, copy=False)
-    zoom = [o / i for o, i in zip(out_size, volume.shape)]
-    out = ndimage.zoom(src, zoom, order=order, mode="nearest", grid_mode=True, prefilter=False)
-    if out.shape != out_size:  # guard against rounding of zoom * shape
-        out = out[tuple(slice(0, s) for s in out_size)]
-        pad = [(0, s - o) for s, o in zip(out_size, out.shape)]
-        out = np.pad(out, pad, mode="edge")
-    return out
 
 
 @dataclass
@@ -568,3 +554,52 @@ def list_ids(lists_dir: str | Path) -> list[str] | None:
             found = True
             ids += [i for i in read_list(path) if i not in ids]
     return ids if found else None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def preprocess_release(dataset: str, raw_dir: str | Path, out_dir: str | Path | None = None,
+                       lists_dir: str | Path | None = None, ids: Sequence[str] | None = None,
+                       all_cases: bool = False, workers: int = 1, overwrite: bool = False,
+                       out_size: Sequence[int] | None = None, progress: bool = True,
+                       log: Callable[[str], None] = _stderr) -> list[CaseResult]:
+    """Convert the raw ``dataset`` release (``kits`` or ``lits``) under ``raw_dir`` into
+    ``out_dir`` (default: the dataset preset's root_path): the cases of ``ids``, else every
+    raw case (``all_cases``, or no lists), else the IDs of ``lists_dir``'s lists (default:
+    the preset's; ``"none"``: no lists), whose list files are copied to ``out_dir``.
+    ``code/preprocess.py``'s flags; ``log`` gets the progress lines. Returns one
+    :class:`CaseResult` per case (a failed case does not stop the others)."""
+    if workers < 1:
+        raise ConfigError(f"--workers: need at least 1, got {workers}")
+    preset = get_preprocess_preset(dataset, out_size)
+    ds = PRESETS[dataset]
+    out = Path(out_dir or ds.root_path)
+    lists = None if str(lists_dir or "").lower() == "none" else (lists_dir or ds.lists_dir)
+
+    chosen = list(ids) if ids else None
+    if chosen is None and not all_cases and lists is not None:
+        chosen = list_ids(lists)
+    raw_cases = list(find_raw_cases(raw_dir, preset, chosen).values())
+    if not raw_cases:
+        raise ConfigError(f"--raw_dir {raw_dir}: no {dataset} cases found")
+    source = ("--ids" if ids else "every raw case" if (all_cases or chosen is None)
+              else f"lists in {lists}")
+    writable_dir(out, "--out_dir")
+    log(f"{len(raw_cases)} case(s) ({source}) -> {out}, size "
+        f"{'x'.join(map(str, preset.out_size))}, window {list(preset.window_hu)} HU, "
+        f"{workers} worker(s)")
+
+    results = run_preprocessing(raw_cases, out, preset, workers=workers, overwrite=overwrite,
+                                progress=progress)
+    if lists is not None:
+        from .dataset import read_list
+
+        for path in copy_split_lists(lists, out, overwrite=overwrite):
+            log(f"wrote {path}")
+            missing = [i for i in read_list(path) if not (out / f"{i}.h5").exists()]
+            if missing:
+                log(f"note: {len(missing)} ID(s) of {path.name} have no h5 in {out} yet "
+                    f"(e.g. {missing[0]})")
+    return results

@@ -1,4 +1,6 @@
-"""Patch transforms: random parameters are sampled apart from the deterministic ops.
+"""Volume and patch transforms: random parameters are sampled apart from the deterministic
+ops; :func:`resize_volume` resamples a whole volume to a size (preprocessing, resampled
+dataset copies).
 
 All arrays are ``(X, Y, Z)`` (or ``(C, X, Y, Z)`` where noted); rotations act in the
 ``(X, Y)`` plane and flips on axis 0 or 1, as in the LA literature.
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,20 @@ def apply_patch_params(arr: np.ndarray, params: PatchParams, patch: Sequence[int
     if params.rot90_k % 2 and patch[0] != patch[1]:
         raise ValueError("rot90 with odd k needs a square in-plane patch; disable augmentation")
     return rot_flip(crop_pad(arr, params.start, patch, fill), params.rot90_k, params.flip_axis)
+
+
+def resize_volume(volume: np.ndarray, out_size: Sequence[int], order: int) -> np.ndarray:
+    """Resize a 3D array to exactly ``out_size`` with spline ``order`` (1 linear for images,
+    0 nearest for labels), voxel-area aligned (``grid_mode``), edge values extended.
+    Keeps the dtype for order 0; float32 otherwise."""
+    out_size = tuple(int(s) for s in out_size)
+    if tuple(volume.shape) == out_size:
+        return volume.copy() if order == 0 else volume.astype(np.float32)
+    src = volume if order == 0 else volume.astype(np.float32, copy=False)
+    zoom = [o / i for o, i in zip(out_size, volume.shape)]
+    out = ndimage.zoom(src, zoom, order=order, mode="nearest", grid_mode=True, prefilter=False)
+    if out.shape != out_size:  # guard against rounding of zoom * shape
+        out = out[tuple(slice(0, s) for s in out_size)]
+        pad = [(0, s - o) for s, o in zip(out_size, out.shape)]
+        out = np.pad(out, pad, mode="edge")
+    return out

@@ -10,30 +10,17 @@ import numpy as np
 import torch
 
 from ..data.dataset import Case, CaseStore, require_foreground
-from ..inference.sliding_window import postprocess, predict_volume
+from ..errors import CoGRNetError
+from ..inference.sliding_window import segment_image
 from .metrics import case_metrics
 
 # (case, prediction (X, Y, Z) uint8, probabilities (K, X, Y, Z) float32) -> None
 CaseCallback = Callable[[Case, np.ndarray, np.ndarray], None]
 
 
-def segment_image(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int],
-                  strides: Sequence[int] | None = None, overlap: float | None = None,
-                  device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
-                  mode: str = "constant", sw_batch_size: int = 1
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Segment one image ``(X, Y, Z)``: returns (class map ``(X, Y, Z)`` uint8,
-    probabilities ``(K, X, Y, Z)`` float32)."""
-    prob = predict_volume(model, image, patch, strides=strides, overlap=overlap,
-                          sw_batch_size=sw_batch_size, mode=mode, device=device, amp=amp)
-    return postprocess(prob, nms=nms), prob
-
-
 def error_text(err: BaseException) -> str:
     """One line for a failed case: a CoGRNetError's own message (it names the file), else the
     exception type and the first line of its message."""
-    from ..errors import CoGRNetError
-
     if isinstance(err, CoGRNetError):
         return str(err)
     lines = str(err).strip().splitlines()
@@ -97,6 +84,17 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
     return rows
 
 
+def validation_dice(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
+                    patch: Sequence[int], num_classes: int,
+                    device: torch.device | str = "cpu", amp: bool = False,
+                    overlap: float | None = None) -> dict[str, float]:
+    """Dice per case (``case_id -> dice``) of :func:`evaluate_model` with the largest
+    component kept: the training stage's validation."""
+    rows = evaluate_model(model, store, ids, patch, None, num_classes=num_classes,
+                          device=device, amp=amp, nms=True, overlap=overlap)
+    return {r["case"]: float(r["dice"]) for r in rows}
+
+
 def score_prediction(case_id: str, pred: np.ndarray, label: np.ndarray, num_classes: int = 2,
                      spacing: Sequence[float] | None = None) -> dict[str, Any]:
     """One report row from a class map and its label (both ``(X, Y, Z)``)."""
@@ -111,41 +109,3 @@ def mean_dice(rows: Sequence[dict[str, Any]]) -> float:
     """Mean Dice of the rows that have one (a convenience for model selection)."""
     vals = [r["dice"] for r in rows if "dice" in r]
     return float(np.mean(vals)) if vals else math.nan
-
-
-def load_model(checkpoint: str, ema: bool = False, device: torch.device | str = "cpu"
-               ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the network of a checkpoint and load its student weights (``ema``: the Mean
-    Teacher's); returns (model in eval mode on ``device``, checkpoint dict)."""
-    from ..errors import ConfigError, DataError
-    from ..networks import build_network
-    from ..training.checkpoint import load_checkpoint, load_weights
-
-    ckpt = load_checkpoint(checkpoint)
-    try:
-        model = build_network(ckpt["config"]["network"])
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{checkpoint}: cannot rebuild the network ({err})") from None
-    if ema:
-        if ckpt.get("ema") is None:
-            raise ConfigError(f"--ema: {checkpoint} holds no EMA (teacher) weights")
-        state = ckpt["ema"]
-    else:
-        state = ckpt["model"]
-    load_weights(model, state, checkpoint)
-    return model.to(device).eval(), ckpt
-
-
-def checkpoint_patch(ckpt: dict[str, Any], path: str) -> tuple[int, int, int]:
-    """The training patch ``(X, Y, Z)`` a checkpoint's config records."""
-    from ..errors import DataError
-
-    patch = ckpt["config"].get("patch_size")
-    try:
-        patch = tuple(int(p) for p in patch)
-    except (TypeError, ValueError):
-        patch = ()
-    if len(patch) != 3 or min(patch) < 1:
-        raise DataError(f"{path}: config patch_size {ckpt['config'].get('patch_size')!r} is "
-                        "not three positive sizes")
-    return patch  # type: ignore[return-value]

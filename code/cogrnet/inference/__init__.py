@@ -1,7 +1,13 @@
-"""Inference: sliding-window prediction of whole volumes and its post-processing."""
+"""Inference: a trained model from its checkpoint (``model``), sliding-window prediction of
+whole volumes and its post-processing (``sliding_window``), the preprocessing a checkpoint
+records (``settings``) and the segmentation of image files (``segment``: :func:`predict`)."""
+from .model import checkpoint_patch, load_checkpoint, load_model, load_weights
+from .segment import predict
 from .sliding_window import (gaussian_importance_map, largest_component, postprocess,
-                             predict_volume, sliding_window_inference, strides_from_overlap,
-                             window_grid, window_starts)
+                             predict_volume, segment_image, sliding_window_inference,
+                             strides_from_overlap, window_grid, window_starts)
 
-__all__ = ["gaussian_importance_map", "largest_component", "postprocess", "predict_volume",
-           "sliding_window_inference", "strides_from_overlap", "window_grid", "window_starts"]
+__all__ = ["checkpoint_patch", "gaussian_importance_map", "largest_component", "load_checkpoint",
+           "load_model", "load_weights", "postprocess", "predict", "predict_volume",
+           "segment_image", "sliding_window_inference", "strides_from_overlap", "window_grid",
+           "window_starts"]

@@ -214,3 +214,15 @@ def postprocess(prob: np.ndarray, nms: bool = True) -> np.ndarray:
                 keep = largest_component(m)
                 pred[m & ~keep] = 0
     return pred
+
+
+def segment_image(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int],
+                  strides: Sequence[int] | None = None, overlap: float | None = None,
+                  device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
+                  mode: str = "constant", sw_batch_size: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one image ``(X, Y, Z)``: returns (class map ``(X, Y, Z)`` uint8,
+    probabilities ``(K, X, Y, Z)`` float32)."""
+    prob = predict_volume(model, image, patch, strides=strides, overlap=overlap,
+                          sw_batch_size=sw_batch_size, mode=mode, device=device, amp=amp)
+    return postprocess(prob, nms=nms), prob

@@ -160,7 +160,7 @@ def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]
     if preset.name != "custom":
         return preset, {}
     from ..data.dataset import CaseStore, image_shape
-    from ..data.import_nifti import read_import_record
+    from ..prepare.import_nifti import read_import_record
 
     if not args.root_path:
         raise ConfigError("--dataset custom: --root_path is required (the folder "

@@ -12,6 +12,7 @@ import numpy as np
 from ..data.dataset import CaseStore, find_list, read_list, require_foreground
 from ..data.samplers import TrainVolume
 from ..errors import ConfigError, DataError
+from ..evaluation import require_scorable
 
 LABELED_NEEDS = "a labeled case needs some (is it the right file?)"
 LOG = logging.getLogger("cogrnet.train")  # the trainer's log (log.txt and the console)
@@ -126,8 +127,6 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
 def check_val_cases(store: CaseStore, ids: list[str]) -> None:
     """Read (and cache) the validation cases with their labels at start-up, so that a broken
     validation file stops the run before training rather than at the first validation."""
-    from ..evaluation.evaluate import require_scorable
-
     for case_id in ids:
         require_scorable(store.get(case_id, with_label=True))
 

@@ -13,8 +13,9 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,17 +24,18 @@ from tqdm import tqdm
 from ..data.dataset import CaseStore
 from ..data.samplers import PatchBatcher, Prefetcher
 from ..errors import CoGRNetError, ConfigError, DataError, writable_dir
+from ..evaluation import validation_dice
 from ..fileio import write_json_atomic
+from ..inference.model import load_checkpoint, load_weights
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
 from ..networks import build_network
 from ..runtime import (amp_dtype, autocast, check_speed, resolve_device, seed_everything,
                        sgd_options)
-from .checkpoint import (atomic_torch_save, check_resume, load_checkpoint, load_weights,
-                         make_checkpoint)
+from .checkpoint import atomic_torch_save, check_resume, make_checkpoint
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
-                          broadcast_object, world_size)
+                          broadcast_object, distributed_context, world_size)
 from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
                    unlabeled_volumes)
 from .graphs import GraphedCall
@@ -123,11 +125,26 @@ def _to_device(batch: dict[str, np.ndarray], device: torch.device,
     return out
 
 
-class Trainer:
-    """Trains ``cfg["method"]`` as configured by :func:`cogrnet.training.config` keys."""
+#: Dice per validation case of a model (``case_id -> dice``), given the trainer
+Validator = Callable[[torch.nn.Module, "Trainer"], dict[str, float]]
 
-    def __init__(self, cfg: dict[str, Any]):
+
+def validate_cases(model: torch.nn.Module, trainer: "Trainer") -> dict[str, float]:
+    """The default :data:`Validator`: :func:`cogrnet.evaluation.validation_dice` on the run's
+    validation IDs, with the training patch and ``--val_overlap``."""
+    cfg = trainer.cfg
+    return validation_dice(model, trainer.store, trainer.split.val, cfg["patch_size"],
+                           cfg["num_classes"], device=trainer.device, amp=cfg["amp"],
+                           overlap=cfg["val_overlap"])
+
+
+class Trainer:
+    """Trains ``cfg["method"]`` as configured by :func:`cogrnet.training.config` keys;
+    ``validator`` scores the validation cases (default :func:`validate_cases`)."""
+
+    def __init__(self, cfg: dict[str, Any], validator: Validator | None = None):
         self.cfg = cfg
+        self.validator = validator if validator is not None else validate_cases
         self.device = resolve_device(cfg["device"])
         for key in ("amp", "channels_last"):  # auto: on for CUDA
             if cfg[key] is None:
@@ -216,12 +233,7 @@ class Trainer:
         """Dice per validation case (``case_id -> dice``), ``None`` without a list."""
         if not self.split.val or not self.is_main:
             return None
-        from ..evaluation.evaluate import evaluate_model
-
-        rows = evaluate_model(model, self.store, self.split.val, self.cfg["patch_size"], None,
-                              num_classes=self.cfg["num_classes"], device=self.device,
-                              amp=self.cfg["amp"], nms=True, overlap=self.cfg["val_overlap"])
-        return {r["case"]: float(r["dice"]) for r in rows}
+        return self.validator(model, self)
 
     def _validation_round(self, stage: Stage, global_it: int, student, teacher,
                           state: dict[str, Any]) -> float | None:
@@ -494,3 +506,21 @@ class Trainer:
                 self.writer.add_image(f"train/{key}", (lab / max(1.0, float(lab.max())))[None].cpu(), step)
         if step % 50 == 0:
             LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` leaves: the run folder, and whether a signal stopped the run
+    (``last.pth`` saved; ``--resume`` continues it)."""
+
+    run_dir: Path
+    interrupted: bool
+
+
+def train(cfg: dict[str, Any]) -> TrainResult:
+    """Train one run as ``cfg`` (:func:`cogrnet.training.config.parse_config`) says, under
+    ``torchrun`` too (:func:`cogrnet.training.distributed.distributed_context`)."""
+    with distributed_context(cfg):
+        trainer = Trainer(cfg)
+        run_dir = trainer.run()
+    return TrainResult(run_dir, trainer.interrupted)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .dataset import UAMT_DIR, UAMT_FILE, write_case_h5
+from ..data.dataset import UAMT_DIR, UAMT_FILE, write_case_h5
 
 
 def _smooth_field(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> np.ndarray:
@@ -102,8 +102,8 @@ def make_nifti_set(out_dir: str | Path, n_train: int = 8, n_annotated: int = 3,
     ``imagesTs``/``labelsTs`` for ``n_test`` more; all on the :data:`NIFTI_SPACING` /
     :data:`NIFTI_ORIGIN` / :data:`NIFTI_DIRECTION` grid. Returns the case IDs, train first."""
     from ..annotation.dpa import simulate_dpa
-    from ..inference.nifti import write_volume_xyz
-    from .image_io import Geometry
+    from ..data.image_io import Geometry
+    from ..data.nifti import write_volume_xyz
 
     out = Path(out_dir)
     rng = np.random.default_rng(seed)

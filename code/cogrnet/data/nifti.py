@@ -14,17 +14,18 @@ SimpleITK is imported inside the functions (machines without it can still evalua
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.image_io import (Geometry, image_array, read_image, require_same_grid,
-                             sitk_module)
 from ..errors import DataError
 from ..fileio import atomic_path
+from .image_io import Geometry, image_array, read_image, require_same_grid, sitk_module
 
 READABLE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
 def image_stem(path: str | Path) -> str:
@@ -39,6 +40,31 @@ def image_stem(path: str | Path) -> str:
 def is_image_file(path: str | Path) -> bool:
     """Whether ``path`` names a file in one of the :data:`READABLE` formats."""
     return Path(path).name.endswith(READABLE) and not Path(path).name.startswith(".")
+
+
+def case_ids(paths: Sequence[Path]) -> list[str]:
+    """The case IDs of image files: their names without the extension, and without the
+    ``_0000`` channel suffix when every name carries one (nnU-Net's naming). Several
+    channels of one case (``_0000`` and ``_0001``) are a :class:`DataError`: only
+    single-channel images are supported."""
+    stems = [image_stem(p) for p in paths]
+    matches = [_CHANNEL.match(s) for s in stems]
+    if not stems or not all(matches):
+        return stems
+    ids = [m.group("id") for m in matches]  # type: ignore[union-attr]
+    channels = [m.group("channel") for m in matches]  # type: ignore[union-attr]
+    if set(channels) == {"0000"}:
+        return ids
+    if "0000" in channels and len(set(ids)) < len(ids):
+        k = next(k for k, c in enumerate(channels) if c != "0000")
+        raise DataError(f"{paths[k]}: channel {channels[k]} of case '{ids[k]}': only "
+                        "single-channel images are supported")
+    return stems
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files (:data:`READABLE`) directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
 def read_volume_xyz(path: str | Path, what: str = "image") -> tuple[np.ndarray, Any]:

@@ -17,20 +17,19 @@ cases; ``ROOT/import.json`` records what was imported, with each annotation's tw
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..data.image_io import Geometry, require_same_grid, sitk_module
+from ..data.nifti import case_ids, image_files, image_stem
 from ..errors import CoGRNetError, ConfigError, DataError
 from ..fileio import write_json_atomic, write_text_atomic
-from .image_io import Geometry, require_same_grid, sitk_module
 
 RECORD = "import.json"
 FOLDERS = ("imagesTr", "labelsTr", "annotationsTr", "imagesTs", "labelsTs")
-_CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -44,42 +43,10 @@ class SourceCase:
     annotation: Path | None = None
 
 
-def case_ids(paths: Sequence[Path]) -> list[str]:
-    """The case IDs of image files: their names without the extension, and without the
-    ``_0000`` channel suffix when every name carries one (nnU-Net's naming). Several
-    channels of one case (``_0000`` and ``_0001``) are a :class:`DataError`: only
-    single-channel images are supported."""
-    from ..inference.nifti import image_stem
-
-    stems = [image_stem(p) for p in paths]
-    matches = [_CHANNEL.match(s) for s in stems]
-    if not stems or not all(matches):
-        return stems
-    ids = [m.group("id") for m in matches]  # type: ignore[union-attr]
-    channels = [m.group("channel") for m in matches]  # type: ignore[union-attr]
-    if set(channels) == {"0000"}:
-        return ids
-    if "0000" in channels and len(set(ids)) < len(ids):
-        k = next(k for k, c in enumerate(channels) if c != "0000")
-        raise DataError(f"{paths[k]}: channel {channels[k]} of case '{ids[k]}': only "
-                        "single-channel images are supported")
-    return stems
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files (:data:`~cogrnet.inference.nifti.READABLE`) directly in ``folder``,
-    sorted by name."""
-    from ..inference.nifti import is_image_file
-
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
-
-
 def scan_folder(folder: Path, images: bool) -> dict[str, Path]:
     """``ID -> file`` for the image files of ``folder`` (empty when it does not exist);
     ``images``: IDs by :func:`case_ids` (label maps keep their whole stem). Two files of
     one ID (e.g. ``.nii.gz`` and ``.nrrd``) are an error."""
-    from ..inference.nifti import image_stem
-
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
@@ -138,8 +105,8 @@ def import_case(src: SourceCase, out_dir: Path, label_value: int | None = None,
     ``import.json`` (shape, grid, files, the annotation's planes). Raises a one-line
     :class:`DataError` naming the file and the case."""
     from ..annotation.sparse import read_sparse_map, select_label
-    from ..inference.nifti import read_image_xyz, read_volume_xyz
-    from .dataset import write_case_h5
+    from ..data.dataset import write_case_h5
+    from ..data.nifti import read_image_xyz, read_volume_xyz
 
     sitk = sitk_module()
     image, img = read_image_xyz(src.image)

@@ -1,0 +1,86 @@
+"""Score settings of the coarse-label refinement on stored registration outputs.
+
+The refinement acts on the two per-plane labels that ``code/utils/registration.py`` stores
+(``label_a``/``label_b``), so a sweep needs no new registration: for each case of
+``--coarse_dir`` with a full label under ``--root_path``, fuse (default fusion), refine with
+every setting and report the mean and the worst Dice against the full label. Choose the
+settings on one set of IDs and report on another (docs/REGISTRATION.md).
+
+    python scripts/refine_sweep.py --root_path data/LA --coarse_dir model/reg_tune40_full \\
+        --set smooth=0,1,2 sigma_per_slice=0,0.1 band_per_slice=0,0.3
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cogrnet.annotation import (DPA, RefineParams, dice, fuse_planes, read_coarse_label,
+                                refine_label)
+from cogrnet.data.dataset import CaseStore
+from cogrnet.errors import ConfigError, run_cli
+
+FIELDS = {f.name: f.type for f in fields(RefineParams) if f.name != "method"}
+
+
+def parse_settings(items: Sequence[str]) -> list[dict[str, float]]:
+    """``["smooth=0,2", "band=3"]`` -> every combination as keyword dicts."""
+    axes: list[list[tuple[str, float]]] = []
+    for item in items:
+        name, _, values = item.partition("=")
+        if name not in FIELDS or not values:
+            raise ConfigError(f"--set {item}: expected NAME=V1,V2 with NAME one of "
+                              f"{', '.join(FIELDS)}")
+        cast = int if name == "bins" else float
+        try:
+            axes.append([(name, cast(v)) for v in values.split(",")])
+        except ValueError:
+            raise ConfigError(f"--set {item}: values must be numbers") from None
+    return [dict(combo) for combo in itertools.product(*axes)] or [{}]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root_path", required=True, help="dataset root with the full labels")
+    p.add_argument("--coarse_dir", required=True, help="registration.py --out_dir")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V1,V2",
+                   help="RefineParams values to combine (default: the defaults only)")
+    p.add_argument("--out", default=None, help="also write the table as JSON here")
+    args = p.parse_args(argv)
+    settings = parse_settings(args.set)
+    params = [RefineParams(method="intensity", **s) for s in settings]
+    summary = json.loads((Path(args.coarse_dir) / "summary.json").read_text())
+    ids = [c["id"] for c in summary["cases"] if c["status"] == "ok"]
+    store = CaseStore(args.root_path, cache=False)
+    scores: list[list[float]] = [[] for _ in params]
+    fused: list[float] = []
+    for case_id in ids:
+        case = store.get(case_id, with_label=True)
+        coarse = read_coarse_label(args.coarse_dir, case_id, expected_shape=case.shape)
+        dpa = DPA(coarse.annotation, coarse.axes, coarse.indices)
+        fused.append(dice(fuse_planes(coarse.label_a, coarse.label_b, dpa)[0], case.label))
+        for k, par in enumerate(params):
+            out = refine_label(case.image, coarse.label_a, coarse.label_b, dpa, params=par,
+                               spacing=case.spacing)
+            label = out[0] if out is not None else coarse.label
+            scores[k].append(dice(label, case.label))
+    rows = [{"setting": s, "mean_dice": round(float(np.mean(v)), 4),
+             "min_dice": round(float(np.min(v)), 4)} for s, v in zip(settings, scores)]
+    print(f"{len(ids)} cases of {args.coarse_dir}; fused without refinement: mean "
+          f"{np.mean(fused):.4f}, min {np.min(fused):.4f}")
+    for row in rows:
+        print(f"{row['mean_dice']:.4f}  min {row['min_dice']:.4f}  {row['setting'] or 'defaults'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"ids": ids, "fused_mean": float(np.mean(fused)),
+                                              "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
