@@ -26,7 +26,7 @@ test-all: setup
 
 DEMO := model/demo
 demo: setup
-	$(PY) code/make_phantom.py --out data/phantom --n_train 16 --n_test 4 --seed 0
+	$(PY) code/make_phantom.py --out_dir data/phantom --n_train 16 --n_test 4 --seed 0
 	$(PY) code/utils/registration.py --dataset phantom --root_path data/phantom --split train \
 	    --labelnum 4 --out_dir $(DEMO)/coarse --workers 2
 	$(PY) code/train.py --dataset phantom --root_path data/phantom --coarse_dir $(DEMO)/coarse \

@@ -1,16 +1,16 @@
 """Run a table of experiments (registration -> training -> test) and write the results table.
 
-    python code/benchmark.py --spec benchmarks/la_half_cpu.json --out docs/benchmarks/la_half_cpu
+    python code/benchmark.py --spec benchmarks/la_half_cpu.json --out_dir docs/benchmarks/la_half_cpu
 
 The spec (JSON) holds ``common`` training arguments, a ``registration`` block (made once,
 when a row trains on coarse labels), a ``test`` block and the ``rows``; each row is a
 method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
 made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
-written into the table). Outputs in ``--out``: ``results.md`` (the table), ``results.json``
+written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``
 and ``val_dice.png`` (validation Dice over iterations).
 
 A (row, seed) is finished when its run folder holds ``bench_result.json`` or when the
-``results.json`` already in ``--out`` records it with the same training command; finished
+``results.json`` already in ``--out_dir`` records it with the same training command; finished
 runs are not rerun, and the table always lists every finished row of the spec, so rows can
 be run one invocation (or one machine) at a time without losing the earlier ones. To redo a
 row, delete its run folder and its entry in ``results.json``.
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError, run_cli
 from cogrnet.fileio import write_json_atomic, write_text_atomic
@@ -192,10 +193,22 @@ def _case_dice(summary_path: Path) -> dict[str, float] | None:
     return {c["case"]: c["dice"] for c in summary["cases"] if "dice" in c}
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside (results files hold no
+    machine paths), else as given."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(REPO_ROOT)))
+    except ValueError:
+        return str(path)
+
+
 def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     """Fill what was not recorded from the run folder: the validation curve, the Dice per
-    test case, and the teacher's scores (``bench_test_ema/summary.json``) when it was tested."""
+    scored case, and the teacher's scores (``bench_test_ema/summary.json``) when it was
+    tested; ``run_dir`` is kept relative to the repository when it lies inside."""
     run = Path(result["run_dir"])
+    run = run if run.is_absolute() else REPO_ROOT / run
+    result["run_dir"] = repo_relative(run)
     if "val_curve" not in result:
         its, dice = _val_curve(run)
         if its:
@@ -213,7 +226,7 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines: Dice of each test case (columns) for each finished (row, seed), and
+    """Markdown lines: Dice of each scored case (columns) for each finished (row, seed), and
     the teacher's where it was scored; empty when no run recorded its cases."""
     runs = [(f"{r['name']} s{s['seed']}{tag}", cases) for r in results for s in r["seeds"]
             for tag, cases in (("", s.get("case_dice")), (" teacher", s.get("case_dice_teacher")))
@@ -374,14 +387,18 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
                           f"{out / 'logs'}); the table holds the others")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
     p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
-    p.add_argument("--out", required=True, help="folder for results.md/json and val_dice.png")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the spec's")
+    add_out_dir(p, "folder for results.md/json and val_dice.png", "--out", dest="out",
+                required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the spec's)")
     p.add_argument("--rows", nargs="+", default=None,
-                   help="only these row names (run and listed in the spec's order)")
-    p.add_argument("--model_dir", default=str(MODEL_DIR))
+                   help="only these row names (run and listed in the spec's order; default: "
+                        "every row)")
+    p.add_argument("--model_dir", default=str(MODEL_DIR),
+                   help="folder of the runs, each train.py's --out_root (default: model/ in "
+                        "the repository)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs side by side, each with cores/jobs threads (on 2 CPU cores two "
                         "one-thread runs make 1.6x the iterations of one two-thread run, "
@@ -390,9 +407,13 @@ def main(argv=None) -> int:
     p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
                    help="run nothing: write the table of the runs already finished, adding "
                         "those recorded in the JSON files named (results.json files, or "
-                        "reports of scripts/gpu_benchmark.py)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    a = p.parse_args(argv)
+                        "reports of scripts/gpu_benchmark.py; default: run the pending rows)")
+    add_debug(p)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     spec_path = Path(a.spec)
     if not spec_path.is_file():
         raise ConfigError(f"--spec {spec_path}: file not found")

@@ -16,22 +16,22 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--input_dir", required=True,
                    help="folder holding imagesTr/ (+ labelsTr/, annotationsTr/, imagesTs/, "
                         "labelsTs/)")
-    p.add_argument("--out_dir", required=True, help="dataset root to write (h5 cases + lists)")
+    add_out_dir(p, "dataset root to write (h5 cases + lists)", required=True)
     p.add_argument("--label_value", type=int, default=None,
                    help="target value in multi-label maps (labels and annotations); default: "
                         "the one non-zero value of each map")
     p.add_argument("--resample", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="resample to this voxel size in mm (default: keep every grid as it is)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_debug(p)
     return p
 
 

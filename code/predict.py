@@ -1,9 +1,9 @@
 """Segment your own 3D images (NIfTI, NRRD, MHA) with a trained checkpoint.
 
     python code/predict.py --checkpoint model/<exp>/best.pth --input scan.nii.gz \
-        --output scan_mask.nii.gz
+        --out_dir scan_mask.nii.gz   # one input: a mask file name
     python code/predict.py --checkpoint model/<exp>/best.pth --input DIR/imagesTs \
-        --output PRED            # a folder: PRED/<ID>_mask.nii.gz each
+        --out_dir PRED               # a folder: PRED/<ID>_mask.nii.gz each
 
 Each mask is written as NIfTI on the input's grid (same size, spacing, origin, direction),
 in the one axis convention of :mod:`cogrnet.data.nifti`, so ``test.py --pred_dir PRED``
@@ -19,28 +19,33 @@ import argparse
 import sys
 from typing import Sequence
 
+from cogrnet.cli import add_amp, add_debug, add_device, add_out_dir, add_switch, parser
 from cogrnet.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Segment 3D images with a CoGRNet checkpoint.")
+    p = parser("Segment 3D images with a CoGRNet checkpoint.")
     p.add_argument("--checkpoint", required=True, help="checkpoint .pth")
     p.add_argument("--input", required=True, nargs="+",
                    help="image file(s) (.nii(.gz), .nrrd, .mha, .mhd) or folder(s) of them")
-    p.add_argument("--output", required=True,
-                   help="output .nii.gz for one input, or a folder (<ID>_mask.nii.gz each, "
-                        "<ID> the file name without extension and nnU-Net's _0000)")
+    add_out_dir(p, "output folder (<ID>_mask.nii.gz each, <ID> the file name without "
+                   "extension and nnU-Net's _0000), or for one input the mask's .nii.gz",
+                "--output", "--out", dest="output", required=True)
     p.add_argument("--ema", action="store_true", help="use the EMA teacher's weights")
     p.add_argument("--dataset", default=None,
                    help="preset for the default strides (default: the checkpoint's, else la)")
-    p.add_argument("--stride_xy", type=int, default=None, help="in-plane stride (voxels)")
-    p.add_argument("--stride_z", type=int, default=None, help="stride on Z (voxels)")
+    p.add_argument("--stride_xy", type=int, default=None,
+                   help="in-plane stride in voxels (default: the checkpoint's, else the "
+                        "preset's)")
+    p.add_argument("--stride_z", type=int, default=None,
+                   help="stride on Z in voxels (default: the checkpoint's, else the preset's)")
     p.add_argument("--overlap", type=float, default=None,
-                   help="window overlap fraction in [0,1); overrides strides")
-    p.add_argument("--mode", choices=("constant", "gaussian"), default="constant")
-    p.add_argument("--sw_batch_size", type=int, default=4)
-    p.add_argument("--nms", type=int, choices=(0, 1), default=1,
-                   help="keep the largest connected component")
+                   help="window overlap fraction in [0,1); overrides strides (default: none, the "
+                        "strides)")
+    p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
+                   help="window weighting (constant = the paper's plain average)")
+    p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
+    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
     p.add_argument("--normalize", choices=("zscore", "none"), default=None,
                    help="normalisation of the whole scan as the stored training images had "
                         "(default: the checkpoint's dataset: zscore for LA/KiTS/LiTS, none "
@@ -48,10 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="clip to [LO, HI] and scale to [0, 1] first (default: the KiTS/LiTS "
                         "models' Hounsfield window, none otherwise)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="CUDA mixed precision (default: on for CUDA)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_device(p)
+    add_amp(p)
+    add_debug(p)
     return p
 
 

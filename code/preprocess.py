@@ -15,38 +15,43 @@ import argparse
 import sys
 
 from cogrnet.data.preprocess import PREPROCESS_PRESETS, preprocess_release
+from cogrnet.cli import add_debug, add_out_dir, add_progress, add_workers, parser
 from cogrnet.errors import run_cli
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
     p.add_argument("--dataset", required=True, choices=sorted(PREPROCESS_PRESETS),
                    help="raw release and preset (window, target, output size)")
     p.add_argument("--raw_dir", required=True,
                    help="raw release folder (KiTS19: holding case_XXXXX/ or the kits19 "
                         "repository root; LiTS: holding volume-N.nii / segmentation-N.nii, "
                         "subfolders searched)")
-    p.add_argument("--out_dir", default=None,
-                   help="output folder (default: the dataset preset's root_path, "
-                        "e.g. data/KiTS19/h5)")
+    add_out_dir(p, default=None,
+                help="output folder (default: the dataset preset's root_path, "
+                     "e.g. data/KiTS19/h5)")
     p.add_argument("--lists_dir", default=None,
                    help="folder with train.list/test.list: the default IDs, copied to "
                         "out_dir (default: the preset's lists folder, e.g. data/KiTS19); "
                         "'none' to use neither")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ids", nargs="+", default=None, help="process exactly these case IDs")
+    g.add_argument("--ids", nargs="+", default=None, help="process exactly these case IDs (default: the lists' IDs)")
     g.add_argument("--all", action="store_true",
                    help="process every case found under raw_dir instead of the lists' IDs")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    add_workers(p, "parallel processes")
     p.add_argument("--overwrite", action="store_true",
                    help="redo cases whose h5 exists (default: skip them) and replace lists")
     p.add_argument("--out_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="override the preset's output size (tests, quick looks)")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+                   help="override the preset's output size (tests, quick looks; default: the "
+                        "preset's)")
+    add_progress(p)
     p.add_argument("--debug", action="store_true",
                    help="show tracebacks (errors and internal failures of single cases)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
 
     results = preprocess_release(a.dataset, a.raw_dir, a.out_dir, a.lists_dir, a.ids, a.all,
                                  a.workers, a.overwrite, a.out_size, not a.no_progress)

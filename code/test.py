@@ -13,12 +13,13 @@ import argparse
 import sys
 from typing import Sequence
 
+from cogrnet.cli import add_amp, add_debug, add_device, add_out_dir, add_progress, add_switch
+from cogrnet.cli import parser
 from cogrnet.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Sliding-window evaluation of a CoGRNet checkpoint on a dataset split.")
+    p = parser("Sliding-window evaluation of a CoGRNet checkpoint on a dataset split.")
     p.add_argument("--root_path", required=True, help="dataset root (h5 cases and lists)")
     p.add_argument("--split", default="test", help="split name (test, val, ...) or list file")
     p.add_argument("--lists_dir", default=None,
@@ -44,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
                    help="window weighting (constant = the paper's plain average)")
     p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--nms", type=int, choices=(0, 1), default=1,
-                   help="keep the largest connected component (1, default) or not (0)")
+    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel size in mm of the (X, Y, Z) axes: also report HD95/ASD in mm "
                         "(LA: 0.625 0.625 0.625); default: each case's own, when its file "
@@ -55,14 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--pred_dir)")
     p.add_argument("--save_png", action="store_true",
                    help="write <out_dir>/png/<ID>.png: three slices with contours")
-    p.add_argument("--out_dir", default=None,
-                   help="output folder (default: <checkpoint dir>/test_<split>, or "
+    add_out_dir(p, default=None, help="output folder (default: <checkpoint dir>/test_<split>, or "
                         "<pred_dir>/eval_<split>)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="CUDA mixed precision (default: on for CUDA)")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_device(p)
+    add_amp(p)
+    add_progress(p)
+    add_debug(p)
     return p
 
 

@@ -632,7 +632,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda (--smoke: cpu)")
     pr = p.add_argument_group("--prepare")
     pr.add_argument("--half_source", default=str(REPO / "data" / "LA_half"))
-    pr.add_argument("--full_source", default=str(REPO.parent / "shared" / "data" / "LA"))
+    pr.add_argument("--full_source", default=str(REPO / "data" / "LA"),
+                    help="the full-resolution LA training root (default data/LA)")
     pr.add_argument("--coarse_source", default=str(REPO / "model" / "bench_la_half" / "coarse"))
     pr.add_argument("--speed_cases", type=int, default=6)
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -731,9 +731,9 @@ def test_predict_output_errors(ckpts, tmp_path, unwritable):
     # an output folder that cannot be written
     assert_one_line_error(call(PREDICT, base + ["--input", src, "--output",
                                                 unwritable / "m.nii.gz"]),
-                          "--output", str(unwritable), "not writable")
+                          "--out_dir", str(unwritable), "not writable")
     assert_one_line_error(call(PREDICT, base + ["--input", src, "--output", unwritable]),
-                          "--output", str(unwritable), "not writable")
+                          "--out_dir", str(unwritable), "not writable")
     # an output file name that is an existing folder
     (tmp_path / "taken.nii.gz").mkdir()
     assert_one_line_error(call(PREDICT, base + ["--input", src, "--output",
@@ -743,7 +743,7 @@ def test_predict_output_errors(ckpts, tmp_path, unwritable):
     other = _image(tmp_path / "b" / "scan.nii.gz", _good_zyx())
     assert_one_line_error(call(PREDICT, base + ["--input", src, other, "--output",
                                                 tmp_path / "m.nii.gz"]),
-                          "--output must be a folder")
+                          "--out_dir must be a folder")
     assert_one_line_error(call(PREDICT, base + ["--input", src, other, "--output",
                                                 tmp_path / "masks"]),
                           "--input: two inputs share a name")

@@ -24,7 +24,8 @@ class DatasetPreset:
     ``stored_intensity``: how the h5 images were made from the scans (``zscore`` per volume:
     the UA-MT LA files, code/preprocess.py's, the phantoms; ``none``: own data keeps the
     scan's intensities), what ``predict.py`` redoes on a raw scan. ``stride_xy``/``stride_z``:
-    the paper's sliding-window strides in voxels.
+    the paper's sliding-window strides in voxels. ``refine``: the default of the
+    registration's ``--refine`` (``intensity`` where it was measured to help: LA, phantoms).
     """
 
     name: str
@@ -40,6 +41,7 @@ class DatasetPreset:
     lists_dir: str | None = None
     intensity: str = "zscore"  # per-volume normalisation on loading ("none": the reference)
     stored_intensity: str = "zscore"  # how the h5 images were made from the scans
+    refine: str = "none"  # registration's --refine (measured on LA and the phantoms only)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,7 +51,7 @@ class DatasetPreset:
 PRESETS: dict[str, DatasetPreset] = {
     "la": DatasetPreset(
         name="la", root_path=str(DATA_DIR / "LA"), patch_size=(112, 112, 80),
-        axes=(2, 1), labelnum=5, lists_dir=str(DATA_DIR / "LA"),
+        axes=(2, 1), labelnum=5, lists_dir=str(DATA_DIR / "LA"), refine="intensity",
         notes="2018 Atrial Segmentation Challenge, UA-MT preprocessing; 80 train / 20 test."),
     "kits": DatasetPreset(
         name="kits", root_path=str(DATA_DIR / "KiTS19" / "h5"), patch_size=(128, 128, 64),
@@ -68,7 +70,7 @@ PRESETS: dict[str, DatasetPreset] = {
     "phantom": DatasetPreset(
         name="phantom", root_path=str(DATA_DIR / "phantom"), patch_size=(48, 48, 32),
         axes=(2, 1), labelnum=4, pre_max_iteration=100, self_max_iteration=300,
-        stride_xy=16, stride_z=8,
+        stride_xy=16, stride_z=8, refine="intensity",
         notes="Synthetic phantoms made by code/make_phantom.py (demo and tests)."),
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cli import add_switch
 from .errors import ConfigError
 
 
@@ -78,10 +79,11 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda_graphs", choices=CUDA_GRAPHS, default="none",
                    help="replay CUDA graphs of the teacher forward, the student forward + "
                         "backward, or both (CUDA only)")
-    g.add_argument("--pin_memory", type=int, choices=(0, 1), default=0,
-                   help="copy batches from page-locked memory, asynchronously (CUDA only)")
+    add_switch(g, "pin_memory", False,
+               "copy batches from page-locked memory, asynchronously (CUDA only)")
     g.add_argument("--compile_mode", choices=COMPILE_MODES, default=None,
-                   help="torch.compile mode of the student (implies --compile)")
+                   help="torch.compile mode of the student (implies --compile; default: "
+                        "none, --compile alone: torch's default mode)")
 
 
 def resolve_speed(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:

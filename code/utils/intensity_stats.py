@@ -22,18 +22,25 @@ import numpy as np  # noqa: E402
 # case_stats and flag_outliers: the per-case numbers and the flag, importable from here too
 from cogrnet.data.intensity_stats import (case_stats, flag_outliers,  # noqa: E402,F401
                                           split_intensity_stats)
+from cogrnet.cli import add_debug, parser  # noqa: E402
 from cogrnet.errors import run_cli  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root_path", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--root_path", required=True, help="dataset root (h5 cases and lists)")
     p.add_argument("--split", default="train", help="split name or list file")
-    p.add_argument("--lists_dir", default=None)
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    a = p.parse_args(argv)
+    p.add_argument("--lists_dir", default=None,
+                   help="extra folder with <split>.list (default: none, the root's)")
+    p.add_argument("--json", default=None,
+                   help="also write the rows to this JSON file (default: none)")
+    add_debug(p)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     rows = split_intensity_stats(a.root_path, a.split, a.lists_dir)
     flags = [r["outlier"] for r in rows]
     print(f"{'case':<24}{'mean':>8}{'std':>8}{'fg mean':>9}{'bg mean':>9}{'contrast':>10}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,14 +34,18 @@ from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
 from cogrnet.prepare.import_nifti import read_import_record  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
+from cogrnet.parallel import run_cases  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Turn two annotated orthogonal slices per labeled "
-                                "volume into 3D coarse labels (slice-chain registration of "
-                                "each plane, corrected by the other plane, then fused).")
+    from cogrnet.cli import (add_debug, add_out_dir, add_progress, add_switch, add_workers,
+                             parser)
+
+    p = parser("Turn two annotated orthogonal slices per labeled volume into 3D coarse "
+               "labels (slice-chain registration of each plane, corrected by the other "
+               "plane, then fused).")
     p.add_argument("--dataset", default="la", choices=sorted(PRESETS),
-                   help="preset giving the default root_path and axes (default la)")
+                   help="preset giving the default root_path and axes")
     p.add_argument("--root_path", default=None, help="dataset root (default: the preset's)")
     p.add_argument("--split", default="train", help="split name or list-file path")
     p.add_argument("--lists_dir", default=None,
@@ -51,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelnum", type=int, default=None,
                    help="the first N IDs of the split are labeled (default: the annotated "
                         "cases code/import_dataset.py recorded, else the preset's)")
-    p.add_argument("--ids", nargs="+", default=None, help="process these IDs instead")
-    p.add_argument("--out_dir", required=True, help="output folder for <ID>.h5 + summary.json")
-    p.add_argument("--workers", type=int, default=1, help="processes over volumes")
+    p.add_argument("--ids", nargs="+", default=None,
+                   help="process these IDs instead (default: the split's labeled IDs)")
+    add_out_dir(p, "output folder for <ID>.h5 + summary.json", required=True)
+    add_workers(p, "processes over volumes")
     p.add_argument("--slice_policy", default="middle", choices=POLICIES,
                    help="simulated DPA: which slices (middle = LA reference, largest)")
     p.add_argument("--axes", type=int, nargs=2, default=None, metavar=("A", "B"),
@@ -61,29 +64,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", default=None,
                    help="folder of user annotations instead of simulating them from full "
                         "labels: painted label maps <ID>.nii.gz (.nrrd, .mha) on the image's "
-                        "grid, or <ID>.h5 (key 'annotation' + attrs axes/indices)")
+                        "grid, or <ID>.h5 (key 'annotation' + attrs axes/indices) (default: "
+                        "none, simulate)")
     p.add_argument("--label_value", type=int, default=None,
                    help="target value in multi-label painted maps (default: the one "
                         "code/import_dataset.py recorded, else the map's one non-zero value)")
-    p.add_argument("--previews", action=argparse.BooleanOptionalAction, default=True,
-                   help="also write <ID>.nii.gz (coarse label on the image's grid) and "
-                        "png/<ID>.png")
-    p.add_argument("--fusion", default="sdf", choices=METHODS, help="plane fusion (default sdf)")
-    p.add_argument("--refine", default="none", choices=REFINE_METHODS,
+    add_switch(p, "previews", True, "also write <ID>.nii.gz (coarse label on the image's "
+               "grid) and png/<ID>.png")
+    p.add_argument("--fusion", default="sdf", choices=METHODS, help="plane fusion")
+    p.add_argument("--refine", default=None, choices=REFINE_METHODS,
                    help="image-driven refinement of the fused label near its boundary: none, "
                         "or intensity (histograms of the annotated slices; docs/REGISTRATION.md)"
-                        " (default none)")
+                        " (default: the preset's; la and phantom: intensity, others: none)")
     p.add_argument("--no_cross", action="store_true",
                    help="ablation: do not correct/stop a plane with the other plane")
     p.add_argument("--seed", type=int, default=1337,
                    help="recorded; the pipeline itself has no randomness")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_progress(p)
+    add_debug(p)
     return p
 
 
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return round(float(np.mean(vals)), 6) if vals else None
+
+
+def _failed_case(task: CaseTask, reason: str) -> dict[str, Any]:
+    """The record of a case whose worker failed (:func:`process_case` itself never raises)."""
+    return {"id": task.case_id, "dice": None, "dice_a": None, "dice_b": None, "seconds": None,
+            "cpu_seconds": None, "status": "failed", "reason": f"case '{task.case_id}': {reason}"}
 
 
 def labeled_ids(args: argparse.Namespace, root: str, lists_dir: str | None,
@@ -101,8 +111,6 @@ def labeled_ids(args: argparse.Namespace, root: str, lists_dir: str | None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
     preset = get_preset(args.dataset)
     root = args.root_path or preset.root_path
     if not root:
@@ -122,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = writable_dir(args.out_dir, "--out_dir")
 
     prop, fusion = PropagationParams(), FusionParams(method=args.fusion)
-    refine = RefineParams(method=args.refine)
+    # the preset's refinement needs the sdf fusion; another --fusion without --refine: none
+    refine = RefineParams(method=args.refine or (preset.refine if fusion.method == "sdf"
+                                                 else "none"))
     check_refine(refine, fusion)
     settings = {"dataset": args.dataset, "root_path": str(root), "split": args.split,
                 "labelnum": None if args.ids else labelnum, "ids": args.ids,
@@ -138,20 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       label_value=label_value, previews=args.previews)
              for i in ids]
 
-    results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(tasks), desc="registration", unit="case")
-    if args.workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            results[task.case_id] = process_case(task)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=min(args.workers, len(tasks)),
-                                 mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(process_case, t): t.case_id for t in tasks}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
-    bar.close()
+    results = run_cases(process_case, tasks, args.workers, "registration",
+                        key=lambda t: t.case_id, failure=_failed_case,
+                        progress=not args.no_progress)
 
     cases = [results[i] for i in ids]
     ok = [c for c in cases if c["status"] == "ok"]

@@ -1,6 +1,6 @@
 """Make a resampled copy of a dataset (e.g. LA at half resolution for CPU experiments).
 
-    python code/utils/resample_dataset.py --root_path ../shared/data/LA --out_dir data/LA_half \
+    python code/utils/resample_dataset.py --root_path data/LA --out_dir data/LA_half \
         --factor 0.5 --lists_dir data/LA
 
 Images are resampled linearly, labels with nearest neighbour; the copy is written in the flat
@@ -17,21 +17,27 @@ try:
 except ImportError:
     sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 from cogrnet.data.resample import resample_dataset  # noqa: E402
+from cogrnet.cli import add_debug, add_out_dir, parser  # noqa: E402
 from cogrnet.errors import run_cli  # noqa: E402
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
     p.add_argument("--root_path", required=True, help="source dataset root")
-    p.add_argument("--out_dir", required=True)
+    add_out_dir(p, "root of the resampled copy", required=True)
     p.add_argument("--factor", type=float, default=0.5, help="scale per axis")
-    p.add_argument("--lists_dir", default=None, help="extra folder with list files (e.g. data/LA)")
-    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--lists_dir", default=None, help="extra folder with list files, e.g. data/LA (default: none)")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"],
+                   help="lists to copy (where they exist)")
     p.add_argument("--image_dtype", choices=("float32", "float16"), default="float32",
                    help="stored image type (float16 halves the files; loading casts to float32)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    a = p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true", help="redo existing cases")
+    add_debug(p)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     summary = resample_dataset(a.root_path, a.out_dir, a.factor, a.lists_dir, a.splits,
                                a.image_dtype, a.overwrite)
     print(f"{summary.out_dir}: wrote {summary.written} case(s), kept {summary.kept} existing, "

@@ -32,12 +32,11 @@ def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None 
     image (:mod:`.refine`, ``spacing`` in mm along X, Y, Z; the fused label is kept when the
     slices give nothing to learn)."""
     label_a, label_b = propagate_dpa(image, dpa.sparse, dpa.axes, dpa.indices, prop, use_cross)
-    label, weight = fuse_planes(label_a, label_b, dpa, fusion)
+    refined = None
     if refine is not None and refine.method != "none":
         check_refine(refine, fusion or FusionParams())
         refined = refine_label(image, label_a, label_b, dpa, fusion, refine, spacing)
-        if refined is not None:
-            label, weight = refined
+    label, weight = refined if refined is not None else fuse_planes(label_a, label_b, dpa, fusion)
     return CoarseLabel(label, label_a.astype(np.uint8), label_b.astype(np.uint8), weight,
                        dpa.axes, dpa.indices, dpa.sparse.astype(np.uint8))
 

@@ -52,7 +52,6 @@ import shutil
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -63,6 +62,7 @@ from scipy import ndimage
 from ..config import PRESETS
 from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import atomic_path
+from ..parallel import run_cases
 from .image_io import image_array, read_image
 from .transforms import resize_volume
 
@@ -481,45 +481,21 @@ def run_preprocessing(raw_cases: Sequence[RawCase], out_dir: str | Path,
                       ) -> list[CaseResult]:
     """Process ``raw_cases`` into ``out_dir`` with ``workers`` processes (1: in this
     process), a tqdm bar when ``progress``. Returns one :class:`CaseResult` per case, in
-    the order of ``raw_cases``; failures never stop the other cases."""
-    from tqdm import tqdm
-
+    the order of ``raw_cases``; failures never stop the other cases, a worker process that
+    dies neither (:func:`cogrnet.parallel.run_cases`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(raw, str(out_dir), preset, overwrite) for raw in raw_cases]
-    results: dict[str, CaseResult] = {}
-    bar = tqdm(total=len(jobs), desc=f"preprocess {preset.name}", unit="case",
-               disable=not progress, dynamic_ncols=True)
 
-    def record(res: CaseResult) -> None:
-        results[res.case_id] = res
-        bar.update(1)
-        bar.set_postfix_str(f"{res.case_id} {res.status}", refresh=False)
-        if on_result is not None:
-            on_result(res)
+    def failed(job: tuple[RawCase, str, PreprocessPreset, bool], reason: str) -> CaseResult:
+        raw = job[0]
+        return CaseResult(raw.case_id, "failed", str(out_dir / f"{raw.case_id}{H5_SUFFIX}"),
+                          f"{raw.image}: {reason}")
 
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                record(_worker(job))
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")  # no fork of a threaded parent (torch, tqdm)
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                     initializer=_worker_init) as pool:
-                futures = {pool.submit(_worker, job): job[0] for job in jobs}
-                for fut in as_completed(futures):
-                    raw = futures[fut]
-                    try:
-                        record(fut.result())
-                    except Exception as err:  # noqa: BLE001 - e.g. a worker killed (OOM)
-                        record(CaseResult(raw.case_id, "failed",
-                                          str(out_dir / f"{raw.case_id}{H5_SUFFIX}"),
-                                          f"{raw.image}: worker process failed "
-                                          f"({type(err).__name__}: {err})"))
-    finally:
-        bar.close()
+    results = run_cases(_worker, jobs, workers, f"preprocess {preset.name}",
+                        key=lambda job: job[0].case_id, failure=failed, progress=progress,
+                        initializer=_worker_init,
+                        postfix=lambda res: f"{res.case_id} {res.status}", on_result=on_result)
     return [results[raw.case_id] for raw in raw_cases]
 
 

@@ -41,13 +41,13 @@ def output_paths(inputs: list[Path], output: str) -> list[Path]:
     out = Path(output)
     is_file = out.name.endswith((".nii.gz", ".nii")) and not output.endswith(("/", "\\"))
     if len(inputs) > 1 and is_file:
-        raise ConfigError("--output must be a folder when several --input files are given")
+        raise ConfigError("--out_dir must be a folder when several --input files are given")
     paths = [out] if is_file else [out / f"{i}_mask.nii.gz" for i in case_ids(inputs)]
     if len(set(paths)) != len(paths):
         raise ConfigError("--input: two inputs share a name; give them separate runs")
     for path in paths:
         if path.is_dir():
-            raise ConfigError(f"--output {path}: is a folder, not a mask file name")
+            raise ConfigError(f"--out_dir {path}: is a folder, not a mask file name")
     return paths
 
 
@@ -71,7 +71,7 @@ def predict(checkpoint: str, inputs: Sequence[str | Path], output: str, ema: boo
     files = expand_inputs(inputs)
     outputs = output_paths(files, output)
     for folder in dict.fromkeys(p.parent for p in outputs):  # before any work is done
-        writable_dir(folder, "--output")
+        writable_dir(folder, "--out_dir")
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, ema=ema, device=dev)
     patch = checkpoint_patch(ckpt, checkpoint)

@@ -14,6 +14,8 @@ from ..config import MODEL_DIR, PRESETS, DatasetPreset, custom_preset, get_prese
 from ..errors import ConfigError
 from ..methods.registry import METHODS, TWO_STAGE
 from ..networks import network_config
+from ..cli import add_amp, add_debug, add_device, add_progress, add_switch, add_workers
+from ..cli import parser as cli_parser
 from ..runtime import add_speed_arguments, resolve_speed
 
 
@@ -35,18 +37,18 @@ def _ratio(text: str) -> str | float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli_parser("Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.")
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="la",
                    help="preset: la, kits, lits, phantom, or custom (your own data from "
                         "code/import_dataset.py: --root_path required; patch from the data)")
     d.add_argument("--root_path", help="dataset root (default: the preset's)")
     d.add_argument("--lists_dir", help="extra folder holding train/val/test lists (default: the preset's)")
-    d.add_argument("--coarse_dir", help="output of code/utils/registration.py")
-    d.add_argument("--labelnum", type=int, help="first N train IDs are labeled (default: preset)")
-    d.add_argument("--label_source", choices=("coarse", "full"), default="coarse")
+    d.add_argument("--coarse_dir", help="coarse labels for --label_source coarse: the output of "
+                        "code/utils/registration.py (default: none)")
+    d.add_argument("--labelnum", type=int, help="first N train IDs are labeled (default: the preset's)")
+    d.add_argument("--label_source", choices=("coarse", "full"), default="coarse",
+                   help="labels of the labeled cases (bcp without --coarse_dir: full)")
     d.add_argument("--coarse_mode", choices=("fused", "two_stream"), default="fused",
                    help="fused label, or the reference's plane-A / plane-B label sets")
     d.add_argument("--confidence_weighting", action="store_true",
@@ -62,34 +64,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "reads it from the checkpoint)")
 
     m = p.add_argument_group("method and network")
-    m.add_argument("--method", default="cogrnet", choices=sorted(METHODS))
-    m.add_argument("--n_filters", type=int, default=16)
+    m.add_argument("--method", default="cogrnet", choices=sorted(METHODS),
+                   help="CoGRNet or a baseline (docs/METHODS.md)")
+    m.add_argument("--n_filters", type=int, default=16, help="VNet base filters")
     m.add_argument("--normalization", default="batchnorm",
                    choices=("batchnorm", "groupnorm", "instancenorm", "none"))
-    m.add_argument("--dropout", type=float, default=0.5)
-    m.add_argument("--num_classes", type=int, default=None, help="default: the preset's")
+    m.add_argument("--dropout", type=float, default=0.5, help="VNet dropout rate")
+    m.add_argument("--num_classes", type=int, default=None, help="(default: the preset's)")
     m.add_argument("--patch_size", type=int, nargs=3, help="X Y Z (default: the preset's)")
 
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch_size", type=int, default=None,
-                   help="default: the method's own (docs/METHODS.md); 8 for cogrnet/bcp")
-    o.add_argument("--labeled_bs", type=int, default=None, help="default: the method's own; 4 for cogrnet/bcp")
-    o.add_argument("--pre_max_iteration", type=int, help="two-stage methods (default: preset)")
-    o.add_argument("--self_max_iteration", type=int, help="two-stage methods (default: preset)")
+                   help="(default: the method's own, docs/METHODS.md; 8 for cogrnet/bcp)")
+    o.add_argument("--labeled_bs", type=int, default=None, help="(default: the method's own; 4 for cogrnet/bcp)")
+    o.add_argument("--pre_max_iteration", type=int, help="two-stage methods (default: the method's LA setup on LA, if any, else the preset's)")
+    o.add_argument("--self_max_iteration", type=int,
+                   help="two-stage methods (default: the method's LA setup on LA, if any, else the preset's)")
     o.add_argument("--max_iteration", type=int,
                    help="single-stage methods (default: the method's LA setup on LA, else pre + "
                         "self of the preset)")
-    o.add_argument("--base_lr", type=float, default=0.01)
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--weight_decay", type=float, default=1e-4)
+    o.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    o.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
     o.add_argument("--lr_step", type=int, default=2500, help="lr x lr_gamma every N iterations")
-    o.add_argument("--lr_gamma", type=float, default=0.1)
-    o.add_argument("--ema_decay", type=float, default=0.99)
+    o.add_argument("--lr_gamma", type=float, default=0.1, help="lr factor of --lr_step")
+    o.add_argument("--ema_decay", type=float, default=0.99, help="EMA teacher decay")
     o.add_argument("--u_weight", type=float, default=0.5, help="weight of the unlabeled region")
     o.add_argument("--fa_ratio", type=_ratio, default="auto",
                    help="Focus Area ratio for self-training: 'auto' or a number")
-    o.add_argument("--fa_ratio_range", type=float, nargs=2, default=(0.6, 0.733))
-    o.add_argument("--pre_fa_ratio", type=_ratio, default=2 / 3, help="ratio in pre-training")
+    o.add_argument("--fa_ratio_range", type=float, nargs=2, default=(0.6, 0.733), metavar=("LO", "HI"),
+                   help="range of the 'auto' Focus Area ratio")
+    o.add_argument("--pre_fa_ratio", type=_ratio, default=2 / 3, help="ratio in pre-training (default: 2/3)")
     o.add_argument("--pre_mix_directions", type=int, choices=(1, 2), default=PRE_MIX_DEFAULT,
                    help="pre-training mixes per pair of labeled patches: 1 (a into b, the "
                         "reference: 4 labeled patches give 2 mixed images) or 2 (also b into a: "
@@ -100,29 +105,32 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--consistency_rampup", type=float, default=0.4,
                    help="mt/uamt ramp-up length as a fraction of max_iteration")
     o.add_argument("--uamt_passes", type=int, default=8, help="uamt stochastic passes T")
-    o.add_argument("--seed", type=int, default=1337)
+    o.add_argument("--seed", type=int, default=1337, help="random seed")
     o.add_argument("--skip_nonfinite", action="store_true",
                    help="skip steps with a non-finite loss instead of stopping")
 
     r = p.add_argument_group("run")
-    r.add_argument("--exp", default=None, help="run name: model/<exp>/ (default: <dataset>_<method>)")
-    r.add_argument("--out_root", default=str(MODEL_DIR))
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    r.add_argument("--amp", type=int, choices=(0, 1), default=None, help="default: 1 on CUDA")
-    r.add_argument("--channels_last", type=int, choices=(0, 1), default=None,
-                   help="channels-last 3D memory (default: 1 on CUDA, where it is faster)")
+    r.add_argument("--exp", default=None, help="run name: <out_root>/<exp>/ (default: <dataset>_<method>)")
+    r.add_argument("--out_root", default=str(MODEL_DIR),
+                   help="folder of the runs: a run is <out_root>/<exp> (not --out_dir: --resume "
+                        "and the benchmark tables find runs by name) (default: model/ in "
+                        "the repository)")
+    add_device(r)
+    add_amp(r)
+    add_switch(r, "channels_last", None,
+               "channels-last 3D memory (default: 1 on CUDA, where it is faster)")
     r.add_argument("--compile", action="store_true", help="torch.compile the student")
     r.add_argument("--nondeterministic", action="store_true",
                    help="allow cudnn benchmark (faster on GPU, not bit-reproducible)")
-    r.add_argument("--num_workers", type=int, default=2, help="patch-building threads")
-    r.add_argument("--val_interval", type=int, default=200)
+    add_workers(r, "patch-building threads", default=2, dest="num_workers")
+    r.add_argument("--val_interval", type=int, default=200, help="validate every N iterations")
     r.add_argument("--val_overlap", type=float, default=0.5, help="sliding-window overlap in validation")
-    r.add_argument("--save_interval", type=int, default=200)
+    r.add_argument("--save_interval", type=int, default=200, help="save last.pth every N iterations")
     r.add_argument("--image_interval", type=int, default=200, help="TensorBoard image snapshots")
-    r.add_argument("--resume", action="store_true", help="continue model/<exp>/last.pth")
+    r.add_argument("--resume", action="store_true", help="continue <out_root>/<exp>/last.pth")
     r.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
-    r.add_argument("--no_progress", action="store_true")
-    r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_progress(r)
+    add_debug(r)
     add_speed_arguments(p)
     return p
 

@@ -138,6 +138,63 @@ def validate_cases(model: torch.nn.Module, trainer: "Trainer") -> dict[str, floa
                            overlap=cfg["val_overlap"])
 
 
+@dataclass
+class _StageRun:
+    """What the iterations of one stage share (:meth:`Trainer._open_stage`)."""
+
+    stage: Stage
+    student: torch.nn.Module
+    teacher: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    ac: Callable[[], Any]
+    state: dict[str, Any]
+    lbs: int  # labeled patches per rank
+    prefetch: Prefetcher
+    forward: torch.nn.Module  # the student as called (DDP, compiled, graphed)
+    t_call: Any  # the teacher as called
+    bar: Any
+    best: float  # the stage's best validation Dice so far
+
+
+class _StageTimer:
+    """Throughput of a stage: wall time of the loop, and the it/s and data-wait fraction
+    after the first :data:`WARMUP` steps when there are more than ``2 * WARMUP``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.t_loop = time.perf_counter()
+        self.t_warm, self.wait_warm = self.t_loop, 0.0
+        self.n_done = 0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def step_done(self, wait_seconds: float) -> None:
+        """One optimizer step taken; ``wait_seconds``: the prefetcher's data wait so far."""
+        self.n_done += 1
+        if self.n_done == WARMUP:
+            self._sync()
+            self.t_warm, self.wait_warm = time.perf_counter(), wait_seconds
+
+    def finish(self, wait_seconds: float) -> dict[str, Any] | None:
+        """The stage's ``timing`` record (``None`` without steps)."""
+        self._sync()
+        end = time.perf_counter()
+        n_done = self.n_done
+        if not n_done:
+            return None
+        # steady state: after the first WARMUP iterations when there are enough of them
+        steady = n_done > 2 * WARMUP
+        t0, w0, n = ((self.t_warm, self.wait_warm, n_done - WARMUP) if steady
+                     else (self.t_loop, 0.0, n_done))
+        elapsed = max(end - t0, 1e-9)
+        wait = (wait_seconds - w0) / elapsed
+        return {"iterations": n_done, "seconds": end - self.t_loop, "it_per_s": n / elapsed,
+                "data_wait_fraction": wait, "excludes_warmup": steady}
+
+
 class Trainer:
     """Trains ``cfg["method"]`` as configured by :func:`cogrnet.training.config` keys;
     ``validator`` scores the validation cases (default :func:`validate_cases`)."""
@@ -279,41 +336,14 @@ class Trainer:
     # ------------------------------------------------------------------- loop
     def run(self) -> Path:
         cfg = self.cfg
-        if self.is_main:
-            if not (cfg["resume"] and (self.run_dir / LAST).exists()):
-                (self.run_dir / METRICS).unlink(missing_ok=True)  # --overwrite: a fresh record
-            write_json_atomic(self.run_dir / "config.json", cfg, sort_keys=True)
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._open_record()
         LOG.info(f"run {self.run_dir} on {self.device} (amp={cfg['amp']}, world={self.world}); "
                  f"method {cfg['method']}")
         self._load_data()
 
         student = self._build_model()
-        teacher = None
         optimizer = self._optimizer(student)
-        state: dict[str, Any] = {"best": {}}
-        global_it = 0
-        resumed_stage = None
-        last = self.run_dir / LAST
-        if cfg["resume"] and last.exists():
-            ckpt = load_checkpoint(last, map_location=self.device)
-            load_weights(student, ckpt["model"], last)
-            global_it, resumed_stage = ckpt["iteration"], ckpt["stage"]
-            state = ckpt["extra"].get("method_state", state)
-            stage = next((s for s in self.stages if s.name == resumed_stage), None)
-            if stage is None:
-                raise DataError(f"{last}: stage '{resumed_stage}' is not a stage of method "
-                                f"{cfg['method']}")
-            if stage.teacher:
-                teacher = make_teacher(student)
-                load_weights(teacher, ckpt["ema"], last)
-            optimizer.load_state_dict(ckpt["optimizer"])
-            LOG.info(f"resumed from {last} at iteration {global_it} (stage {resumed_stage})")
-        elif cfg["resume"]:
-            LOG.info(f"--resume: no {LAST} in {self.run_dir}; starting from scratch")
-
+        teacher, state, global_it, resumed_stage = self._resume(student, optimizer)
         scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg["amp"]) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
         graphs = cfg.get("cuda_graphs", "none") != "none"  # graphs need the autocast cache off
@@ -326,6 +356,45 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return self.run_dir
+
+    def _open_record(self) -> None:
+        """On rank 0: ``config.json``, a fresh ``metrics.jsonl`` unless resuming, and the
+        TensorBoard writer."""
+        if not self.is_main:
+            return
+        if not (self.cfg["resume"] and (self.run_dir / LAST).exists()):
+            (self.run_dir / METRICS).unlink(missing_ok=True)  # --overwrite: a fresh record
+        write_json_atomic(self.run_dir / "config.json", self.cfg, sort_keys=True)
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    def _resume(self, student, optimizer) -> tuple[Any, dict[str, Any], int, str | None]:
+        """With ``--resume`` and a ``last.pth``: load the student, teacher, optimizer and
+        method state from it. Returns ``(teacher, method state, iteration, stage name)``
+        (``None``, a fresh state, 0, ``None`` when starting from scratch)."""
+        cfg = self.cfg
+        state: dict[str, Any] = {"best": {}}
+        last = self.run_dir / LAST
+        if not (cfg["resume"] and last.exists()):
+            if cfg["resume"]:
+                LOG.info(f"--resume: no {LAST} in {self.run_dir}; starting from scratch")
+            return None, state, 0, None
+        ckpt = load_checkpoint(last, map_location=self.device)
+        load_weights(student, ckpt["model"], last)
+        global_it, resumed_stage = ckpt["iteration"], ckpt["stage"]
+        state = ckpt["extra"].get("method_state", state)
+        stage = next((s for s in self.stages if s.name == resumed_stage), None)
+        if stage is None:
+            raise DataError(f"{last}: stage '{resumed_stage}' is not a stage of method "
+                            f"{cfg['method']}")
+        teacher = None
+        if stage.teacher:
+            teacher = make_teacher(student)
+            load_weights(teacher, ckpt["ema"], last)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        LOG.info(f"resumed from {last} at iteration {global_it} (stage {resumed_stage})")
+        return teacher, state, global_it, resumed_stage
 
     def _run_stages(self, student, teacher, optimizer, scaler, ac, state: dict[str, Any],
                     global_it: int, resumed_stage: str | None, stop: _StopFlag) -> None:
@@ -368,6 +437,39 @@ class Trainer:
                    scaler, ac, state: dict[str, Any], stop: _StopFlag) -> tuple[int, bool]:
         """Iterations of one stage from ``global_it``; returns the iteration reached and
         whether a signal stopped the stage."""
+        run = self._open_stage(stage, start, global_it, student, teacher, optimizer, scaler,
+                               ac, state)
+        timer = _StageTimer(self.device)
+        stopping = False
+        try:
+            for it in range(global_it - start, stage.iterations):
+                lr = self._set_lr(optimizer, it)
+                out = self._forward_step(run, it, global_it)
+                if self._skip_nonfinite(run, out, global_it):
+                    global_it += 1
+                    run.bar.update(1)
+                    continue
+                self._update(run, out, it)
+                global_it += 1
+                timer.step_done(run.prefetch.wait_seconds)
+                self._log_step(global_it, stage, lr, out, run.bar)
+                stopping = self._agree_stop(stop)
+                self._maybe_validate(run, it, global_it)
+                self._maybe_save(run, it, global_it, stopping)
+                if stopping:
+                    LOG.info(f"stopped by signal {stop.signal} at iteration {global_it}; "
+                             f"{self.run_dir / LAST} saved; rerun with --resume to continue")
+                    break
+        finally:
+            run.prefetch.close()
+            run.bar.close()
+        self._report_timing(stage, timer.finish(run.prefetch.wait_seconds))
+        return global_it, stopping
+
+    def _open_stage(self, stage: Stage, start: int, global_it: int, student, teacher,
+                    optimizer, scaler, ac, state: dict[str, Any]) -> "_StageRun":
+        """The batch pipeline (from ``global_it``), the forward modules, the stage's best
+        Dice so far and the progress bar of one stage."""
         cfg = self.cfg
         lbs = cfg["labeled_bs"] // self.world
         ubs = (cfg["batch_size"] - cfg["labeled_bs"]) // self.world if stage.unlabeled else 0
@@ -384,94 +486,108 @@ class Trainer:
         best = state["best"].get(stage.name, -math.inf)
         bar = tqdm(total=stage.iterations, initial=global_it - start, desc=stage.name,
                    dynamic_ncols=True, disable=not self.is_main or not cfg["progress"])
-        t_loop = time.perf_counter()
-        t_warm, wait_warm = t_loop, 0.0
-        n_done = 0
-        stopping = False
-        try:
-            for it in range(global_it - start, stage.iterations):
-                lr = cfg["base_lr"] * cfg["lr_gamma"] ** (it // cfg["lr_step"])
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                torch.manual_seed(_iteration_seed(cfg["seed"], global_it))
-                rng = np.random.default_rng([cfg["seed"], 11, global_it])
-                host = prefetch.get(global_it)
-                u_index = host.pop("unlabeled_index", None)
-                batch = _to_device(host, self.device, cfg["channels_last"],
-                                   cfg.get("pin_memory", False))
-                if isinstance(forward, GraphedCall):
-                    forward.begin_step()
-                ctx = StepContext(forward, t_call, it, stage, rng, lbs, ac, state)
-                out = self.method.step(batch, ctx)
-                self._track_unlabeled_fg(out, u_index, state)
-                if any_rank(not bool(torch.isfinite(out.loss))):  # every rank skips or stops
-                    if cfg["skip_nonfinite"]:
-                        LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
-                        optimizer.zero_grad(set_to_none=True)
-                        global_it += 1
-                        bar.update(1)
-                        continue
-                    raise TrainingError(
-                        f"non-finite loss at iteration {global_it} (stage {stage.name}); the last "
-                        f"good checkpoint is {self.run_dir / LAST} (use --skip_nonfinite to skip "
-                        "such steps, or lower --base_lr)")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if teacher is not None:
-                    update_ema(teacher, student, cfg["ema_decay"], it, warmup=stage.ema_warmup)
-                    if self.world > 1:
-                        broadcast_buffers(teacher)
-                global_it += 1
-                n_done += 1
-                if n_done == WARMUP:
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                    t_warm, wait_warm = time.perf_counter(), prefetch.wait_seconds
-                self._log_step(global_it, stage, lr, out, bar)
-                # read once per iteration, and agreed by all ranks, so they stop together
-                stopping = any_rank(stop.signal is not None)
-                if stopping and stop.signal is None:
-                    stop.signal = signal.SIGTERM  # another rank was signalled
-                if (it + 1) % cfg["val_interval"] == 0 or it + 1 == stage.iterations:
-                    dice = self._validation_round(stage, global_it, student, teacher, state)
-                    if dice is not None and dice > best:
-                        best = dice
-                        state["best"][stage.name] = best
-                        self._save(stage.best_name, student, teacher, None, global_it, stage,
-                                   state, {"val_dice": dice})
-                        LOG.info(f"iteration {global_it}: best validation Dice so far, saved "
-                                 f"{stage.best_name}")
-                if it + 1 == stage.iterations and not self.split.val:
-                    self._save(stage.best_name, student, teacher, None, global_it, stage, state)
-                    LOG.info(f"no validation list: {stage.best_name} holds the last weights")
-                if (global_it % cfg["save_interval"] == 0 or it + 1 == stage.iterations
-                        or stopping):
-                    self._save(LAST, student, teacher, optimizer, global_it, stage, state)
-                if stopping:
-                    LOG.info(f"stopped by signal {stop.signal} at iteration {global_it}; "
-                             f"{self.run_dir / LAST} saved; rerun with --resume to continue")
-                    break
-        finally:
-            prefetch.close()
-            bar.close()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        end = time.perf_counter()
-        if n_done:
-            # steady state: after the first WARMUP iterations when there are enough of them
-            steady = n_done > 2 * WARMUP
-            t0, w0, n = (t_warm, wait_warm, n_done - WARMUP) if steady else (t_loop, 0.0, n_done)
-            elapsed = max(end - t0, 1e-9)
-            wait = (prefetch.wait_seconds - w0) / elapsed
-            LOG.info(f"stage {stage.name}: {n_done} iterations in {end - t_loop:.1f} s; "
-                     f"{n / elapsed:.2f} it/s{' after warm-up' if steady else ''}, data wait "
-                     f"{100 * wait:.1f}% of step time")
-            self.timing[stage.name] = {
-                "iterations": n_done, "seconds": end - t_loop, "it_per_s": n / elapsed,
-                "data_wait_fraction": wait, "excludes_warmup": steady}
-        return global_it, stopping
+        return _StageRun(stage, student, teacher, optimizer, scaler, ac, state, lbs, prefetch,
+                         forward, t_call, bar, best)
+
+    def _set_lr(self, optimizer, it: int) -> float:
+        """The step schedule: ``base_lr * lr_gamma ** (it // lr_step)``, ``it`` counted in
+        the stage."""
+        cfg = self.cfg
+        lr = cfg["base_lr"] * cfg["lr_gamma"] ** (it // cfg["lr_step"])
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _forward_step(self, run: "_StageRun", it: int, global_it: int):
+        """Seed torch and the step's generator by (seed, iteration), fetch the batch of
+        ``global_it`` onto the device and run the method's step (its loss not yet applied)."""
+        cfg = self.cfg
+        torch.manual_seed(_iteration_seed(cfg["seed"], global_it))
+        rng = np.random.default_rng([cfg["seed"], 11, global_it])
+        host = run.prefetch.get(global_it)
+        u_index = host.pop("unlabeled_index", None)
+        batch = _to_device(host, self.device, cfg["channels_last"], cfg.get("pin_memory", False))
+        if isinstance(run.forward, GraphedCall):
+            run.forward.begin_step()
+        ctx = StepContext(run.forward, run.t_call, it, run.stage, rng, run.lbs, run.ac,
+                          run.state)
+        out = self.method.step(batch, ctx)
+        self._track_unlabeled_fg(out, u_index, run.state)
+        return out
+
+    def _skip_nonfinite(self, run: "_StageRun", out, global_it: int) -> bool:
+        """``True`` when the loss is non-finite on some rank and ``--skip_nonfinite`` skips
+        the step (on every rank); a :class:`TrainingError` without it."""
+        if not any_rank(not bool(torch.isfinite(out.loss))):
+            return False
+        if self.cfg["skip_nonfinite"]:
+            LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
+            run.optimizer.zero_grad(set_to_none=True)
+            return True
+        raise TrainingError(
+            f"non-finite loss at iteration {global_it} (stage {run.stage.name}); the last "
+            f"good checkpoint is {self.run_dir / LAST} (use --skip_nonfinite to skip "
+            "such steps, or lower --base_lr)")
+
+    def _update(self, run: "_StageRun", out, it: int) -> None:
+        """Backward pass and optimizer step (through the AMP scaler), then the teacher's EMA
+        (shared by all ranks)."""
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(out.loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        if run.teacher is not None:
+            update_ema(run.teacher, run.student, self.cfg["ema_decay"], it,
+                       warmup=run.stage.ema_warmup)
+            if self.world > 1:
+                broadcast_buffers(run.teacher)
+
+    @staticmethod
+    def _agree_stop(stop: _StopFlag) -> bool:
+        """Whether any rank was signalled; read once per iteration and agreed by all ranks,
+        so they stop together."""
+        stopping = any_rank(stop.signal is not None)
+        if stopping and stop.signal is None:
+            stop.signal = signal.SIGTERM  # another rank was signalled
+        return stopping
+
+    def _maybe_validate(self, run: "_StageRun", it: int, global_it: int) -> None:
+        """Every ``--val_interval`` iterations and at the stage's end: a validation round,
+        saving the stage-best checkpoint on a new best Dice; without a validation list the
+        stage's last weights are its best checkpoint."""
+        stage, last_it = run.stage, it + 1 == run.stage.iterations
+        if (it + 1) % self.cfg["val_interval"] == 0 or last_it:
+            dice = self._validation_round(stage, global_it, run.student, run.teacher, run.state)
+            if dice is not None and dice > run.best:
+                run.best = dice
+                run.state["best"][stage.name] = run.best
+                self._save(stage.best_name, run.student, run.teacher, None, global_it, stage,
+                           run.state, {"val_dice": dice})
+                LOG.info(f"iteration {global_it}: best validation Dice so far, saved "
+                         f"{stage.best_name}")
+        if last_it and not self.split.val:
+            self._save(stage.best_name, run.student, run.teacher, None, global_it, stage,
+                       run.state)
+            LOG.info(f"no validation list: {stage.best_name} holds the last weights")
+
+    def _maybe_save(self, run: "_StageRun", it: int, global_it: int, stopping: bool) -> None:
+        """``last.pth`` every ``--save_interval`` iterations, at the stage's end and when
+        stopping."""
+        if (global_it % self.cfg["save_interval"] == 0 or it + 1 == run.stage.iterations
+                or stopping):
+            self._save(LAST, run.student, run.teacher, run.optimizer, global_it, run.stage,
+                       run.state)
+
+    def _report_timing(self, stage: Stage, timing: dict[str, Any] | None) -> None:
+        """Log a stage's throughput and keep it in :attr:`timing` (nothing without steps)."""
+        if timing is None:
+            return
+        steady = timing["excludes_warmup"]
+        LOG.info(f"stage {stage.name}: {timing['iterations']} iterations in "
+                 f"{timing['seconds']:.1f} s; {timing['it_per_s']:.2f} it/s"
+                 f"{' after warm-up' if steady else ''}, data wait "
+                 f"{100 * timing['data_wait_fraction']:.1f}% of step time")
+        self.timing[stage.name] = timing
 
     # ---------------------------------------------------------------- logging
     def _scalar(self, tag: str, value: float, step: int) -> None:
@@ -497,15 +613,19 @@ class Trainer:
         for k, v in scalars.items():
             self.writer.add_scalar(k, v, step)
         if out.snapshot and step % self.cfg["image_interval"] == 0:
-            z = out.snapshot["image"].shape[-1] // 2
-            img = out.snapshot["image"][..., z].float()
-            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
-            self.writer.add_image("train/image", img[None].cpu(), step)
-            for key in ("target", "prediction"):
-                lab = out.snapshot[key][..., z].float()
-                self.writer.add_image(f"train/{key}", (lab / max(1.0, float(lab.max())))[None].cpu(), step)
+            self._write_snapshot(out.snapshot, step)
         if step % 50 == 0:
             LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+
+    def _write_snapshot(self, snapshot: dict[str, torch.Tensor], step: int) -> None:
+        """The middle axial slice of the step's image, target and prediction to TensorBoard."""
+        z = snapshot["image"].shape[-1] // 2
+        img = snapshot["image"][..., z].float()
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        self.writer.add_image("train/image", img[None].cpu(), step)
+        for key in ("target", "prediction"):
+            lab = snapshot[key][..., z].float()
+            self.writer.add_image(f"train/{key}", (lab / max(1.0, float(lab.max())))[None].cpu(), step)
 
 
 @dataclass(frozen=True)
