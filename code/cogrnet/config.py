@@ -1,7 +1,8 @@
 """Dataset presets and defaults shared by the entry scripts.
 
 A preset holds what differs between datasets (patch size, lists, annotated planes,
-schedule); everything else comes from the command line.
+schedule, and for the CT releases how they are preprocessed); everything else comes from
+the command line. This is the one preset registry.
 """
 from __future__ import annotations
 
@@ -12,6 +13,37 @@ from typing import Any, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
 MODEL_DIR = REPO_ROOT / "model"
+
+
+@dataclass(frozen=True)
+class PreprocessPreset:
+    """How ``code/preprocess.py`` turns a raw CT release into a preset's h5 files.
+
+    ``window_hu``: ``(low, high)`` Hounsfield window. ``out_size``: stored ``(X, Y, Z)``
+    shape in voxels. ``target_values``: raw label values that form the binary target.
+    ``max_raw_label``: largest raw label value accepted. ``body_threshold_hu``: HU above
+    which a voxel counts as body for the crop box. ``margin``: in-plane margin (voxels of the
+    original grid) around the body box."""
+
+    name: str
+    window_hu: tuple[float, float]
+    out_size: tuple[int, int, int]
+    target_values: tuple[int, ...] = (1, 2)
+    max_raw_label: int = 2
+    body_threshold_hu: float = -500.0
+    margin: int = 20
+    description: str = ""
+
+    def with_out_size(self, out_size: Sequence[int] | None) -> "PreprocessPreset":
+        """The same preset with another output size (tests, quick looks); ``None`` keeps it."""
+        from .errors import ConfigError
+
+        if out_size is None:
+            return self
+        size = tuple(int(s) for s in out_size)
+        if len(size) != 3 or min(size) < 1:
+            raise ConfigError(f"--out_size: need three positive sizes X Y Z, got {list(out_size)}")
+        return replace(self, out_size=size)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,7 @@ class DatasetPreset:
     intensity: str = "zscore"  # per-volume normalisation on loading ("none": the reference)
     stored_intensity: str = "zscore"  # how the h5 images were made from the scans
     refine: str = "none"  # registration's --refine (measured on LA and the phantoms only)
+    preprocess: PreprocessPreset | None = None  # the raw CT release (kits, lits)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,10 +89,18 @@ PRESETS: dict[str, DatasetPreset] = {
     "kits": DatasetPreset(
         name="kits", root_path=str(DATA_DIR / "KiTS19" / "h5"), patch_size=(128, 128, 64),
         axes=(2, 1), labelnum=19, lists_dir=str(DATA_DIR / "KiTS19"),
+        preprocess=PreprocessPreset(
+            name="kits", window_hu=(-160.0, 240.0), out_size=(192, 192, 64),
+            description="KiTS19: case_XXXXX/imaging.nii.gz + segmentation.nii.gz; "
+                        "labels 0 background, 1 kidney, 2 tumour; target kidney+tumour"),
         notes="KiTS19 resized to 192x192x64; target kidney+tumour; 190 train / 20 test."),
     "lits": DatasetPreset(
         name="lits", root_path=str(DATA_DIR / "LiTS" / "h5"), patch_size=(176, 176, 64),
         axes=(2, 1), labelnum=10, lists_dir=str(DATA_DIR / "LiTS"),
+        preprocess=PreprocessPreset(
+            name="lits", window_hu=(-100.0, 200.0), out_size=(176, 176, 64),
+            description="LiTS: volume-N.nii + segmentation-N.nii; labels 0 background, "
+                        "1 liver, 2 tumour; target liver incl. tumour"),
         notes="LiTS resized to 176x176x64; target liver (incl. tumour); 100 train / 31 test."),
     "custom": DatasetPreset(
         name="custom", root_path="", patch_size=(112, 112, 80), axes=(2, 1), labelnum=0,

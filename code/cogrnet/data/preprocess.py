@@ -52,14 +52,14 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from ..config import PRESETS
+from ..config import PRESETS, PreprocessPreset
 from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import atomic_path
 from ..parallel import run_cases
@@ -74,45 +74,9 @@ LIST_NAMES = ("train.list", "test.list")
 # presets
 
 
-@dataclass(frozen=True)
-class PreprocessPreset:
-    """What differs between the raw CT releases.
-
-    ``window_hu``: ``(low, high)`` Hounsfield window. ``out_size``: stored ``(X, Y, Z)``
-    shape in voxels. ``target_values``: raw label values that form the binary target.
-    ``max_raw_label``: largest raw label value accepted. ``body_threshold_hu``: HU above
-    which a voxel counts as body for the crop box. ``margin``: in-plane margin (voxels of the
-    original grid) around the body box."""
-
-    name: str
-    window_hu: tuple[float, float]
-    out_size: tuple[int, int, int]
-    target_values: tuple[int, ...] = (1, 2)
-    max_raw_label: int = 2
-    body_threshold_hu: float = -500.0
-    margin: int = 20
-    description: str = ""
-
-    def with_out_size(self, out_size: Sequence[int] | None) -> "PreprocessPreset":
-        """The same preset with another output size (tests, quick looks); ``None`` keeps it."""
-        if out_size is None:
-            return self
-        size = tuple(int(s) for s in out_size)
-        if len(size) != 3 or min(size) < 1:
-            raise ConfigError(f"--out_size: need three positive sizes X Y Z, got {list(out_size)}")
-        return replace(self, out_size=size)  # type: ignore[arg-type]
-
-
+#: the raw CT releases: the ``preprocess`` part of their dataset presets (cogrnet.config)
 PREPROCESS_PRESETS: dict[str, PreprocessPreset] = {
-    "kits": PreprocessPreset(
-        name="kits", window_hu=(-160.0, 240.0), out_size=(192, 192, 64),
-        description="KiTS19: case_XXXXX/imaging.nii.gz + segmentation.nii.gz; "
-                    "labels 0 background, 1 kidney, 2 tumour; target kidney+tumour"),
-    "lits": PreprocessPreset(
-        name="lits", window_hu=(-100.0, 200.0), out_size=(176, 176, 64),
-        description="LiTS: volume-N.nii + segmentation-N.nii; labels 0 background, 1 liver, "
-                    "2 tumour; target liver incl. tumour"),
-}
+    name: p.preprocess for name, p in PRESETS.items() if p.preprocess is not None}
 
 
 def get_preprocess_preset(name: str, out_size: Sequence[int] | None = None) -> PreprocessPreset:

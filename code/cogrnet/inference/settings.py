@@ -73,10 +73,8 @@ def scan_preprocessing(config: dict[str, Any], preset: DatasetPreset,
     KiTS/LiTS presets (or ``window``), the preset's stored-image normalisation (or
     ``stored``), and the checkpoint's training ``intensity`` (``none`` for checkpoints that
     predate the setting)."""
-    from ..data.preprocess import PREPROCESS_PRESETS
-
-    if window is None and preset.name in PREPROCESS_PRESETS:
-        window = PREPROCESS_PRESETS[preset.name].window_hu
+    if window is None and preset.preprocess is not None:
+        window = preset.preprocess.window_hu
     return ScanPreprocessing(tuple(float(w) for w in window) if window is not None else None,
                              stored or preset.stored_intensity,
                              str(config.get("intensity", "none")))
