@@ -470,6 +470,7 @@ def main(argv=None) -> int:
             to_run = row["name"] in selected and seed in seeds
             if done.exists():
                 result = read_result(done)
+                result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
                 result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
                 print(f"{exp}: done earlier", flush=True)
             elif earlier is not None:
