@@ -55,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = parse_settings(args.set)
     params = [RefineParams(method="intensity", **s) for s in settings]
-    summary = json.loads((Path(args.coarse_dir) / "summary.json").read_text())
+    summary_path = Path(args.coarse_dir) / "summary.json"
+    if not summary_path.is_file():
+        raise ConfigError(f"--coarse_dir: {summary_path} not found (the output folder of "
+                          "code/utils/registration.py)")
+    summary = json.loads(summary_path.read_text())
     ids = [c["id"] for c in summary["cases"] if c["status"] == "ok"]
     store = CaseStore(args.root_path, cache=False)
     scores: list[list[float]] = [[] for _ in params]

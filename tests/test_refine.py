@@ -126,3 +126,8 @@ def test_sweep_settings_are_every_combination():
     for bad in (["method=none"], ["smooth"], ["smooth=a"]):
         with pytest.raises(ConfigError, match="--set"):
             sweep.parse_settings(bad)
+
+
+def test_sweep_without_a_registration_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="summary.json not found"):
+        _sweep_module().main(["--root_path", str(tmp_path), "--coarse_dir", str(tmp_path)])

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .dpa import DPA
+from .quality import slice_distance
 
 METHODS = ("sdf", "intersection", "vote")
 
@@ -64,10 +65,7 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
 
 def plane_weights(shape: tuple[int, ...], axis: int, index: int, gamma: float) -> np.ndarray:
     """``gamma ** |i - index|`` along ``axis``, broadcastable to ``shape``."""
-    w = gamma ** np.abs(np.arange(shape[axis]) - index).astype(np.float64)
-    view = [1] * len(shape)
-    view[axis] = shape[axis]
-    return w.reshape(view)
+    return gamma ** slice_distance(shape, axis, index).astype(np.float64)
 
 
 def paste_annotation(label: np.ndarray, weight: np.ndarray, dpa: DPA) -> None:
