@@ -19,7 +19,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from cogrnet.cli import add_amp, add_debug, add_device, add_out_dir, add_switch, parser
+from cogrnet.cli import add_dataset, add_out_dir, add_run_switches, add_sliding_window
+from cogrnet.cli import parser
 from cogrnet.errors import run_cli
 
 
@@ -32,20 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "extension and nnU-Net's _0000), or for one input the mask's .nii.gz",
                 "--output", "--out", dest="output", required=True)
     p.add_argument("--ema", action="store_true", help="use the EMA teacher's weights")
-    p.add_argument("--dataset", default=None,
-                   help="preset for the default strides (default: the checkpoint's, else la)")
-    p.add_argument("--stride_xy", type=int, default=None,
-                   help="in-plane stride in voxels (default: the checkpoint's, else the "
-                        "preset's)")
-    p.add_argument("--stride_z", type=int, default=None,
-                   help="stride on Z in voxels (default: the checkpoint's, else the preset's)")
-    p.add_argument("--overlap", type=float, default=None,
-                   help="window overlap fraction in [0,1); overrides strides (default: none, the "
-                        "strides)")
-    p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
-                   help="window weighting (constant = the paper's plain average)")
-    p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
-    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
+    add_dataset(p, "preset for the default strides (default: the checkpoint's, else la)")
+    add_sliding_window(
+        p, stride_xy="in-plane stride in voxels (default: the checkpoint's, else the preset's)",
+        stride_z="stride on Z in voxels (default: the checkpoint's, else the preset's)",
+        overlap="window overlap fraction in [0,1); overrides strides (default: none, the "
+                "strides)")
     p.add_argument("--normalize", choices=("zscore", "none"), default=None,
                    help="normalisation of the whole scan as the stored training images had "
                         "(default: the checkpoint's dataset: zscore for LA/KiTS/LiTS, none "
@@ -53,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="clip to [LO, HI] and scale to [0, 1] first (default: the KiTS/LiTS "
                         "models' Hounsfield window, none otherwise)")
-    add_device(p)
-    add_amp(p)
-    add_debug(p)
+    add_run_switches(p, progress=False)
     return p
 
 

@@ -13,39 +13,31 @@ import argparse
 import sys
 from typing import Sequence
 
-from cogrnet.cli import add_amp, add_debug, add_device, add_out_dir, add_progress, add_switch
-from cogrnet.cli import parser
+from cogrnet.cli import (add_dataset, add_lists_dir, add_out_dir, add_root_path,
+                         add_run_switches, add_sliding_window, parser)
 from cogrnet.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser("Sliding-window evaluation of a CoGRNet checkpoint on a dataset split.")
-    p.add_argument("--root_path", required=True, help="dataset root (h5 cases and lists)")
+    add_root_path(p, "dataset root (h5 cases and lists)", required=True)
     p.add_argument("--split", default="test", help="split name (test, val, ...) or list file")
-    p.add_argument("--lists_dir", default=None,
-                   help="folder with <split>.list when it is not under --root_path "
-                        "(default: the dataset preset's)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset preset (la, kits, lits, phantom, custom); default: the "
-                        "checkpoint's, else la")
+    add_lists_dir(p, "folder with <split>.list when it is not under --root_path (default: the "
+                     "dataset preset's)")
+    add_dataset(p, "dataset preset (la, kits, lits, phantom, custom); default: the "
+                   "checkpoint's, else la")
     p.add_argument("--checkpoint", default=None, help="checkpoint .pth (not with --pred_dir)")
     p.add_argument("--pred_dir", default=None,
                    help="evaluate saved DIR/<ID>.nii.gz (as --save_nifti writes them) or "
                         "DIR/<ID>_mask.nii.gz (as predict.py does) against the labels, with "
                         "no model")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA teacher's weights")
-    p.add_argument("--stride_xy", type=int, default=None,
-                   help="in-plane stride in voxels (default: the checkpoint's, else the "
-                        "preset's: 18 for LA)")
-    p.add_argument("--stride_z", type=int, default=None,
-                   help="stride on axis 2 in voxels (default: the checkpoint's, else the "
-                        "preset's: 4 for LA)")
-    p.add_argument("--overlap", type=float, default=None,
-                   help="fast protocol: window overlap fraction in [0,1); overrides strides")
-    p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
-                   help="window weighting (constant = the paper's plain average)")
-    p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
-    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
+    add_sliding_window(
+        p, stride_xy="in-plane stride in voxels (default: the checkpoint's, else the preset's: "
+                     "18 for LA)",
+        stride_z="stride on axis 2 in voxels (default: the checkpoint's, else the preset's: 4 "
+                 "for LA)",
+        overlap="fast protocol: window overlap fraction in [0,1); overrides strides")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
                    help="voxel size in mm of the (X, Y, Z) axes: also report HD95/ASD in mm "
                         "(LA: 0.625 0.625 0.625); default: each case's own, when its file "
@@ -57,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write <out_dir>/png/<ID>.png: three slices with contours")
     add_out_dir(p, default=None, help="output folder (default: <checkpoint dir>/test_<split>, or "
                         "<pred_dir>/eval_<split>)")
-    add_device(p)
-    add_amp(p)
-    add_progress(p)
-    add_debug(p)
+    add_run_switches(p)
     return p
 
 

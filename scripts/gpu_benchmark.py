@@ -54,6 +54,7 @@ import torch  # noqa: E402
 
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
 from cogrnet.fileio import write_json_atomic  # noqa: E402
+from cogrnet.train_config import TrainConfig  # noqa: E402
 
 REPORT = "gpu_benchmark.json"
 SPEC = REPO / "benchmarks" / "la_half_gpu.json"
@@ -91,15 +92,11 @@ MATCH_REL = 1e-3
 
 
 # ---------------------------------------------------------------------------- variants
-def speed_config(argv: Sequence[str]) -> dict[str, Any]:
+def speed_config(argv: Sequence[str]) -> TrainConfig:
     """train.py's resolved config for ``argv``, the speed switches included."""
-    from cogrnet.runtime import add_speed_arguments, resolve_speed
-    from cogrnet.training.config import build_parser, resolve_config
+    from cogrnet.training.config import parse_config
 
-    parser = build_parser()
-    add_speed_arguments(parser)
-    args = parser.parse_args(list(argv))
-    return resolve_speed(args, resolve_config(args))
+    return parse_config(list(argv))
 
 
 def variant_argv(a: argparse.Namespace, speed_root: str, out_root: Path) -> list[str]:

@@ -40,13 +40,13 @@ def _train(args, exp: str, extra: list[str]) -> dict:
     if args.reduced:
         argv += ["--n_filters", "4", "--patch_size", "32", "32", "16"]
     cfg = parse_config(argv)
-    if cfg["device"] != "cpu" and torch.cuda.is_available():
+    if cfg.device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.run()
     timing = trainer.timing
-    out = {"args": extra, "wall_seconds": round(time.perf_counter() - t0, 1), "amp": cfg["amp"],
+    out = {"args": extra, "wall_seconds": round(time.perf_counter() - t0, 1), "amp": trainer.cfg.amp,
            "stages": {k: {kk: (round(vv, 4) if isinstance(vv, float) else vv)
                           for kk, vv in v.items()} for k, v in timing.items()}}
     if trainer.device.type == "cuda":

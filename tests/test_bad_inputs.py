@@ -627,7 +627,7 @@ def test_test_pred_dir_bad_files(bad_root, cases, tmp_path):
                              "--out_dir", out, "--no_progress"])
     assert rc == 1 and "Traceback" not in o + err
     lines = error_lines(err)
-    expect = {"good_b": (preds / "good_b.nii.gz", "cannot read prediction file"),
+    expect = {"good_b": (preds / "good_b.nii.gz", "corrupt or unreadable prediction file"),
               "small": (preds / "small.nii.gz", "prediction values must be integers in 0..1"),
               "empty_label": (bad_root / "empty_label.h5", "label holds no foreground voxel")}
     for cid, (path, message) in expect.items():

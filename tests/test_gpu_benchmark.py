@@ -93,8 +93,8 @@ def test_gpu_spec_holds_the_cpu_rows_on_cuda(tmp_path):
     for row in gpu["rows"]:
         train = row_commands(gpu, row, 1337, tmp_path)[1]
         cfg = parse_config(train[2:])
-        assert cfg["device"] == "cuda" and cfg["method"] == row["args"]["method"]
-        assert cfg["coarse_dir"] == (gpu["registration"]["out_dir"]
+        assert cfg.device == "cuda" and cfg.method == row["args"]["method"]
+        assert cfg.coarse_dir == (gpu["registration"]["out_dir"]
                                      if row["args"]["label_source"] == "coarse" else None)
 
 

@@ -344,17 +344,18 @@ def test_custom_needs_a_root(tmp_path):
 
 def test_validation_without_dense_labels(imported, tmp_path):
     from cogrnet.data.dataset import CaseStore
+    from cogrnet.train_config import TrainConfig
     from cogrnet.training.data import resolve_split
 
     store = CaseStore(imported)
-    cfg = {"lists_dir": None, "labelnum": 3, "val_list": "auto"}
+    cfg = TrainConfig(lists_dir=None, labelnum=3, val_list="auto")
     split = resolve_split(store, cfg)  # auto: scan04 has no dense label -> no validation
     assert split.val == [] and split.unlabeled == ["scan03", "scan04"]
     (tmp_path / "v.list").write_text("scan04\n")
     with pytest.raises(ConfigError, match=r"scan04 have no dense label .*--val_list none"):
-        resolve_split(store, {**cfg, "val_list": str(tmp_path / "v.list")})
+        resolve_split(store, cfg.replace(val_list=str(tmp_path / "v.list")))
     (tmp_path / "d.list").write_text("scan03\n")
-    split = resolve_split(store, {**cfg, "val_list": str(tmp_path / "d.list")})
+    split = resolve_split(store, cfg.replace(val_list=str(tmp_path / "d.list")))
     assert split.val == ["scan03"] and split.unlabeled == ["scan04"]
 
 

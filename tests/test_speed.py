@@ -13,6 +13,7 @@ import torch
 from conftest import REPO, load_script
 from cogrnet.errors import ConfigError
 from cogrnet.runtime import SGD_IMPLS, add_speed_arguments, check_speed, sgd_options
+from cogrnet.train_config import TrainConfig
 from cogrnet.training import graphs
 from cogrnet.training.config import build_parser
 from cogrnet.training.graphs import GraphedCall
@@ -59,7 +60,7 @@ def test_training_losses_with_fused_sgd_equal_the_plain_path(phantom_root, tmp_p
         cfg = speed_config(["--root_path", str(phantom_root), "--out_root", str(tmp_path),
                             "--exp", impl, *TINY, "--pre_max_iteration", "1",
                             "--self_max_iteration", "2", "--sgd_impl", impl])
-        assert cfg["sgd_impl"] == impl
+        assert cfg.sgd_impl == impl
         trainer = Trainer(cfg)
         trainer.run()
         curves[impl] = loss_curve(trainer.run_dir)
@@ -73,11 +74,11 @@ def test_speed_flags_reach_the_config_and_conflicts_are_one_line(phantom_root, t
     add_speed_arguments(parser)  # the hook in build_parser plus a script's call: no clash
     base = ["--root_path", str(phantom_root), "--out_root", str(tmp_path), *TINY]
     cfg = speed_config(base)
-    assert (cfg["sgd_impl"], cfg["cuda_graphs"], cfg["pin_memory"], cfg["compile_mode"]) == \
+    assert (cfg.sgd_impl, cfg.cuda_graphs, cfg.pin_memory, cfg.compile_mode) == \
         ("auto", "none", False, None)
-    assert not cfg["compile"]
+    assert not cfg.compile
     cfg = speed_config(base + ["--compile_mode", "reduce-overhead"])
-    assert cfg["compile"] and cfg["compile_mode"] == "reduce-overhead"
+    assert cfg.compile and cfg.compile_mode == "reduce-overhead"
     with pytest.raises(ConfigError, match="--cuda_graphs all and --compile"):
         speed_config(base + ["--cuda_graphs", "all", "--compile"])
     for extra, message in ((["--cuda_graphs", "teacher"], "CUDA graphs need a CUDA device"),
@@ -85,8 +86,8 @@ def test_speed_flags_reach_the_config_and_conflicts_are_one_line(phantom_root, t
         with pytest.raises(ConfigError, match=message):
             Trainer(speed_config(base + ["--exp", "x"] + extra))
     with pytest.raises(ConfigError, match="does not go with several processes"):
-        check_speed({"cuda_graphs": "student"}, torch.device("cuda"), world=2)
-    check_speed({"cuda_graphs": "teacher"}, torch.device("cuda"), world=2)
+        check_speed(TrainConfig(cuda_graphs="student"), torch.device("cuda"), world=2)
+    check_speed(TrainConfig(cuda_graphs="teacher"), torch.device("cuda"), world=2)
 
 
 def _eager_capture(counter: list):

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from cogrnet.methods.base import Stage, StepContext
-from cogrnet.methods.copy_paste import CopyPaste
+from cogrnet.methods.copy_paste import CoGRNet
 from cogrnet.methods.ema import make_teacher, update_ema
+from cogrnet.train_config import TrainConfig
 from cogrnet.training.checkpoint import load_checkpoint
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer
@@ -117,11 +118,11 @@ def test_pretraining_mixes_each_labeled_patch_in_the_chosen_directions(direction
     patch = (8, 8, 8)
     img = torch.stack([torch.full((1, *patch), float(v)) for v in (1, 2, 3, 4)])
     label = torch.stack([torch.full(patch, v) for v in (0, 0, 1, 1)])
-    cfg = {"pre_fa_ratio": 0.5, "pre_mix_directions": directions}
+    cfg = TrainConfig(pre_fa_ratio=0.5, pre_mix_directions=directions)
     student = _Recorder()
     ctx = StepContext(student, None, 0, Stage("pre", 1, False, False), np.random.default_rng(0),
                       4, lambda: torch.autocast("cpu", enabled=False))
-    out = CopyPaste(cfg).step({"image": img, "label": label}, ctx)
+    out = CoGRNet(cfg).step({"image": img, "label": label}, ctx)
     x = student.seen[0][:, 0]
     assert x.shape[0] == 2 * directions
     # (outside value, inside value) of each mixed image; the cuboid is 4x4x4 of 8x8x8
@@ -167,7 +168,7 @@ def test_self_training_targets_and_region_weights_are_the_right_way_round(monkey
     ctx = StepContext(student, _SignTeacher(), 0, Stage("self", 1, True, True),
                       np.random.default_rng(0), 2, lambda: torch.autocast("cpu", enabled=False),
                       {"fa_ratio": 0.5})
-    out = CopyPaste({"u_weight": 0.3, "pseudo_lcc": True}).step({"image": img, "label": label}, ctx)
+    out = CoGRNet(TrainConfig(u_weight=0.3, pseudo_lcc=True)).step({"image": img, "label": label}, ctx)
     x1, x2 = student.seen[0][:, 0]
     inside = x1 == -3.0  # the cuboid: ua's voxels in X1
     assert int(inside.sum()) == 4 ** 3

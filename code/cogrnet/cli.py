@@ -12,7 +12,16 @@ workers         ``--workers``      ``--num_workers``
 progress bars   ``--no_progress``  --
 tracebacks      ``--debug``        --
 seed            ``--seed``         --
+dataset preset  ``--dataset``      --
+dataset root    ``--root_path``    --
+list folder     ``--lists_dir``    --
+labeled cases   ``--labelnum``     --
 =============== ================== =========================================
+
+Each concept has one ``add_*`` helper here: the flag, its type and its default in one
+place, the help the script's own where it says where that script's default comes from.
+:func:`add_run_switches` adds a script's device/amp/progress/debug switches in one call,
+:func:`add_sliding_window` the inference options of ``test.py`` and ``predict.py``.
 
 On/off switches are ``--x 0|1`` (:func:`add_switch`): a benchmark spec writes them as
 ``"amp": 0`` (``code/benchmark.py`` turns ``false`` into no flag at all), and the bare
@@ -157,6 +166,53 @@ def add_debug(p: argparse._ActionsContainer) -> argparse.Action:
     return p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
+def add_run_switches(p: argparse._ActionsContainer, *, device: bool = True, amp: bool = True,
+                     progress: bool = True, debug: bool = True) -> None:
+    """The run switches of a script, in this order: ``--device``, ``--amp``,
+    ``--no_progress``, ``--debug`` (each unless turned off here, for a script without the
+    concept: e.g. ``progress=False`` where nothing shows a progress bar)."""
+    for wanted, add in ((device, add_device), (amp, add_amp), (progress, add_progress),
+                        (debug, add_debug)):
+        if wanted:
+            add(p)
+
+
+def add_dataset(p: argparse._ActionsContainer, help: str, default: str | None = None,
+                **kwargs: Any) -> argparse.Action:
+    """``--dataset``: a preset name of :data:`cogrnet.config.PRESETS` (``kwargs``: e.g.
+    ``choices``)."""
+    return p.add_argument("--dataset", default=default, help=help, **kwargs)
+
+
+def add_root_path(p: argparse._ActionsContainer, help: str, **kwargs: Any) -> argparse.Action:
+    """``--root_path``, the dataset root (``kwargs``: e.g. ``required=True``)."""
+    return p.add_argument("--root_path", default=None, help=help, **kwargs)
+
+
+def add_lists_dir(p: argparse._ActionsContainer, help: str) -> argparse.Action:
+    """``--lists_dir``, a folder of ``<split>.list`` files beside the root."""
+    return p.add_argument("--lists_dir", default=None, help=help)
+
+
+def add_labelnum(p: argparse._ActionsContainer, help: str) -> argparse.Action:
+    """``--labelnum N``: the first N IDs of the split are the labeled ones."""
+    return p.add_argument("--labelnum", type=int, default=None, help=help)
+
+
+def add_sliding_window(p: argparse._ActionsContainer, stride_xy: str, stride_z: str,
+                       overlap: str) -> None:
+    """The sliding-window inference options (``--stride_xy``, ``--stride_z``,
+    ``--overlap``, ``--mode``, ``--sw_batch_size``, ``--nms``); the arguments are the
+    script's help of the first three (where their defaults come from)."""
+    p.add_argument("--stride_xy", type=int, default=None, help=stride_xy)
+    p.add_argument("--stride_z", type=int, default=None, help=stride_z)
+    p.add_argument("--overlap", type=float, default=None, help=overlap)
+    p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
+                   help="window weighting (constant = the paper's plain average)")
+    p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
+    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
+
+
 def option_strings(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Every option string of ``p`` -> its action (the tests' view of a parser)."""
     return {s: a for a in p._actions for s in a.option_strings}
@@ -172,6 +228,8 @@ def help_lines(p: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
-__all__: Sequence[str] = ("HelpFormatter", "SWITCH_METAVAR", "add_amp", "add_debug",
-                          "add_device", "add_out_dir", "add_progress", "add_switch",
-                          "add_workers", "help_lines", "option_strings", "parser", "switch")
+__all__: Sequence[str] = ("HelpFormatter", "SWITCH_METAVAR", "add_amp", "add_dataset",
+                          "add_debug", "add_device", "add_labelnum", "add_lists_dir",
+                          "add_out_dir", "add_progress", "add_root_path", "add_run_switches",
+                          "add_sliding_window", "add_switch", "add_workers", "help_lines",
+                          "option_strings", "parser", "switch")

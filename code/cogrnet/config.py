@@ -81,27 +81,38 @@ class DatasetPreset:
         return asdict(self)
 
 
+def _ct_preset(name: str, release: str, patch_size: tuple[int, int, int], labelnum: int,
+               window_hu: tuple[float, float], out_size: tuple[int, int, int], raw: str,
+               notes: str) -> DatasetPreset:
+    """The preset of a raw CT ``release`` that ``code/preprocess.py`` turns into h5 files
+    (lists in ``data/<release>``, cases in ``data/<release>/h5``) with the Hounsfield window
+    ``window_hu`` and the stored size ``out_size``. ``raw``: what the release's files hold;
+    the description is ``"<release>: <raw>"``, the notes ``"<release> resized to XxYxZ;
+    <notes>"``."""
+    size = "x".join(str(s) for s in out_size)
+    return DatasetPreset(
+        name=name, root_path=str(DATA_DIR / release / "h5"), patch_size=patch_size,
+        labelnum=labelnum, lists_dir=str(DATA_DIR / release),
+        notes=f"{release} resized to {size}; {notes}",
+        preprocess=PreprocessPreset(name=name, window_hu=window_hu, out_size=out_size,
+                                    description=f"{release}: {raw}"))
+
+
 PRESETS: dict[str, DatasetPreset] = {
     "la": DatasetPreset(
         name="la", root_path=str(DATA_DIR / "LA"), patch_size=(112, 112, 80),
         axes=(2, 1), labelnum=5, lists_dir=str(DATA_DIR / "LA"), refine="intensity",
         notes="2018 Atrial Segmentation Challenge, UA-MT preprocessing; 80 train / 20 test."),
-    "kits": DatasetPreset(
-        name="kits", root_path=str(DATA_DIR / "KiTS19" / "h5"), patch_size=(128, 128, 64),
-        axes=(2, 1), labelnum=19, lists_dir=str(DATA_DIR / "KiTS19"),
-        preprocess=PreprocessPreset(
-            name="kits", window_hu=(-160.0, 240.0), out_size=(192, 192, 64),
-            description="KiTS19: case_XXXXX/imaging.nii.gz + segmentation.nii.gz; "
-                        "labels 0 background, 1 kidney, 2 tumour; target kidney+tumour"),
-        notes="KiTS19 resized to 192x192x64; target kidney+tumour; 190 train / 20 test."),
-    "lits": DatasetPreset(
-        name="lits", root_path=str(DATA_DIR / "LiTS" / "h5"), patch_size=(176, 176, 64),
-        axes=(2, 1), labelnum=10, lists_dir=str(DATA_DIR / "LiTS"),
-        preprocess=PreprocessPreset(
-            name="lits", window_hu=(-100.0, 200.0), out_size=(176, 176, 64),
-            description="LiTS: volume-N.nii + segmentation-N.nii; labels 0 background, "
-                        "1 liver, 2 tumour; target liver incl. tumour"),
-        notes="LiTS resized to 176x176x64; target liver (incl. tumour); 100 train / 31 test."),
+    "kits": _ct_preset(
+        "kits", "KiTS19", (128, 128, 64), labelnum=19, window_hu=(-160.0, 240.0),
+        out_size=(192, 192, 64), notes="target kidney+tumour; 190 train / 20 test.",
+        raw="case_XXXXX/imaging.nii.gz + segmentation.nii.gz; labels 0 background, 1 kidney, "
+            "2 tumour; target kidney+tumour"),
+    "lits": _ct_preset(
+        "lits", "LiTS", (176, 176, 64), labelnum=10, window_hu=(-100.0, 200.0),
+        out_size=(176, 176, 64), notes="target liver (incl. tumour); 100 train / 31 test.",
+        raw="volume-N.nii + segmentation-N.nii; labels 0 background, 1 liver, 2 tumour; "
+            "target liver incl. tumour"),
     "custom": DatasetPreset(
         name="custom", root_path="", patch_size=(112, 112, 80), axes=(2, 1), labelnum=0,
         stride_xy=56, stride_z=40, stored_intensity="none",

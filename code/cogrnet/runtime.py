@@ -13,6 +13,7 @@ import torch
 
 from .cli import add_switch
 from .errors import ConfigError
+from .train_config import TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -86,28 +87,27 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                         "none, --compile alone: torch's default mode)")
 
 
-def resolve_speed(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Put the speed switches of ``args`` into the resolved config ``cfg`` (returned)."""
-    cfg["sgd_impl"] = args.sgd_impl
-    cfg["cuda_graphs"] = args.cuda_graphs
-    cfg["pin_memory"] = bool(args.pin_memory)
-    cfg["compile_mode"] = args.compile_mode
-    if args.compile_mode is not None:
-        cfg["compile"] = True
-    if cfg["cuda_graphs"] in ("student", "all") and cfg.get("compile"):
-        raise ConfigError(f"--cuda_graphs {cfg['cuda_graphs']} and --compile both rewrite the "
+def speed_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The speed switches of ``args`` as :class:`cogrnet.train_config.TrainConfig` fields."""
+    return {"sgd_impl": args.sgd_impl, "cuda_graphs": args.cuda_graphs,
+            "pin_memory": bool(args.pin_memory), "compile_mode": args.compile_mode}
+
+
+def check_compile(cfg: TrainConfig) -> None:
+    """CUDA graphs of the student and ``torch.compile`` do not go together."""
+    if cfg.cuda_graphs in ("student", "all") and cfg.compile:
+        raise ConfigError(f"--cuda_graphs {cfg.cuda_graphs} and --compile both rewrite the "
                           "student's step; use one of them (--cuda_graphs teacher goes with "
                           "--compile)")
-    return cfg
 
 
-def check_speed(cfg: dict[str, Any], device: torch.device, world: int = 1) -> None:
+def check_speed(cfg: TrainConfig, device: torch.device, world: int = 1) -> None:
     """The speed switches that need a CUDA device or a single process; one-line errors."""
-    graphs = cfg.get("cuda_graphs", "none")
+    graphs = cfg.cuda_graphs
     if graphs != "none" and device.type != "cuda":
         raise ConfigError(f"--cuda_graphs {graphs}: CUDA graphs need a CUDA device (this run is "
                           f"on {device}); use --cuda_graphs none")
-    if cfg.get("pin_memory") and device.type != "cuda":
+    if cfg.pin_memory and device.type != "cuda":
         raise ConfigError(f"--pin_memory 1: page-locked copies are for a CUDA device (this run "
                           f"is on {device}); use --pin_memory 0")
     if graphs in ("student", "all") and world > 1:

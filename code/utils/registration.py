@@ -38,21 +38,19 @@ from cogrnet.parallel import run_cases  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cogrnet.cli import (add_debug, add_out_dir, add_progress, add_switch, add_workers,
-                             parser)
+    from cogrnet.cli import (add_dataset, add_labelnum, add_lists_dir, add_out_dir,
+                             add_root_path, add_run_switches, add_switch, add_workers, parser)
 
     p = parser("Turn two annotated orthogonal slices per labeled volume into 3D coarse "
                "labels (slice-chain registration of each plane, corrected by the other "
                "plane, then fused).")
-    p.add_argument("--dataset", default="la", choices=sorted(PRESETS),
-                   help="preset giving the default root_path and axes")
-    p.add_argument("--root_path", default=None, help="dataset root (default: the preset's)")
+    add_dataset(p, "preset giving the default root_path and axes", default="la",
+                choices=sorted(PRESETS))
+    add_root_path(p, "dataset root (default: the preset's)")
     p.add_argument("--split", default="train", help="split name or list-file path")
-    p.add_argument("--lists_dir", default=None,
-                   help="extra folder to look for <split>.list (default: the preset's)")
-    p.add_argument("--labelnum", type=int, default=None,
-                   help="the first N IDs of the split are labeled (default: the annotated "
-                        "cases code/import_dataset.py recorded, else the preset's)")
+    add_lists_dir(p, "extra folder to look for <split>.list (default: the preset's)")
+    add_labelnum(p, "the first N IDs of the split are labeled (default: the annotated cases "
+                    "code/import_dataset.py recorded, else the preset's)")
     p.add_argument("--ids", nargs="+", default=None,
                    help="process these IDs instead (default: the split's labeled IDs)")
     add_out_dir(p, "output folder for <ID>.h5 + summary.json", required=True)
@@ -80,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: do not correct/stop a plane with the other plane")
     p.add_argument("--seed", type=int, default=1337,
                    help="recorded; the pipeline itself has no randomness")
-    add_progress(p)
-    add_debug(p)
+    add_run_switches(p, device=False, amp=False)
     return p
 
 

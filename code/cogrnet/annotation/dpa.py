@@ -59,13 +59,18 @@ def choose_index(label: np.ndarray, axis: int, policy: str, plane: int) -> int:
                       f"{', '.join(POLICIES)})")
 
 
+def plane_slice(ndim: int, axis: int, index: int) -> tuple[int | slice, ...]:
+    """The index of slice ``index`` along ``axis`` of an ``ndim``-D array: ``volume[sl]``
+    is that slice (the other axes whole), e.g. ``plane_slice(3, 2, 5)`` is ``[:, :, 5]``."""
+    return tuple(index if k == axis else slice(None) for k in range(ndim))
+
+
 def make_sparse(label: np.ndarray, axes: Sequence[int], indices: Sequence[int]) -> np.ndarray:
     """The sparse uint8 volume holding ``label`` on the two slices only."""
     sparse = np.zeros(label.shape, dtype=np.uint8)
     for axis, index in zip(axes, indices):
-        sl = [slice(None)] * label.ndim
-        sl[axis] = index
-        sparse[tuple(sl)] = (label[tuple(sl)] > 0)
+        sl = plane_slice(label.ndim, axis, index)
+        sparse[sl] = (label[sl] > 0)
     return sparse
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .dpa import DPA
+from .dpa import DPA, plane_slice
 from .quality import slice_distance
 
 METHODS = ("sdf", "intersection", "vote")
@@ -24,16 +24,15 @@ METHODS = ("sdf", "intersection", "vote")
 
 @dataclass(frozen=True)
 class FusionParams:
-    """``method``: ``sdf`` (weighted signed-distance average, default), ``intersection``
-    or ``vote`` (distance-weighted vote of the two binary labels). ``gamma``: per-slice decay
-    of a plane's weight; ``threshold``: on the averaged signed distance (voxels);
-    ``clip``: signed distances are clipped to ``[-clip, clip]``; ``tau``: confidence scale."""
+    """Settings of the plane fusion (module docstring)."""
 
+    # sdf (weighted signed-distance average), intersection, or vote (distance-weighted vote
+    # of the two binary labels)
     method: str = "sdf"
-    gamma: float = 0.95
-    threshold: float = 0.5
-    clip: float = 20.0
-    tau: float = 3.0
+    gamma: float = 0.95  # per-slice decay of a plane's weight
+    threshold: float = 0.5  # on the averaged signed distance (voxels)
+    clip: float = 20.0  # signed distances are clipped to [-clip, clip]
+    tau: float = 3.0  # confidence scale
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,12 +70,8 @@ def plane_weights(shape: tuple[int, ...], axis: int, index: int, gamma: float) -
 def paste_annotation(label: np.ndarray, weight: np.ndarray, dpa: DPA) -> None:
     """Copy both annotated slices into ``label`` in place with ``weight`` 1; plane A is
     written last, and voxels where the two annotations disagree get weight 0.5."""
-    slices = []
     for plane in (1, 0):
-        sl = [slice(None)] * label.ndim
-        sl[dpa.axes[plane]] = dpa.indices[plane]
-        sl = tuple(sl)
-        slices.append(sl)
+        sl = plane_slice(label.ndim, dpa.axes[plane], dpa.indices[plane])
         label[sl] = dpa.sparse[sl]
         weight[sl] = 1.0
     # the crossing line: both slices hold it; disagreement is only possible for user input

@@ -20,30 +20,18 @@ from scipy import ndimage
 
 @dataclass(frozen=True)
 class PropagationParams:
-    """Settings of the slice chain.
+    """Settings of the slice chain."""
 
-    ``margin``: pixels added around the mask's bounding box before registering.
-    ``iterations``/``sigma``: demons iterations and displacement-field smoothing (pixels of
-    the registration grid, i.e. after ``shrink``).
-    ``presmooth``: Gaussian sigma applied to the image slices before registering.
-    ``kernel``: side of the square opening/closing element (0 or 1 = no cleaning).
-    ``threads``: SimpleITK threads per registration (1 keeps results bit-identical).
-    ``shrink``: register at 1/shrink resolution (the field is upsampled to warp the mask).
-    ``linear``: warp masks bilinearly (threshold 0.5) instead of nearest neighbour.
-    ``rescale``: correct each slice's extent along the crossing line (see ``_apply_cross``).
-    ``grace``: slices a walk may go beyond the other plane's last foreground line.
-    """
-
-    margin: int = 12
-    iterations: int = 40
-    sigma: float = 1.0
-    presmooth: float = 1.0
-    kernel: int = 5
-    threads: int = 1
-    grace: int = 3
-    rescale: bool = True
-    shrink: int = 2
-    linear: bool = False
+    margin: int = 12  # pixels added around the mask's bounding box before registering
+    iterations: int = 40  # demons iterations
+    sigma: float = 1.0  # demons field smoothing (pixels of the grid after ``shrink``)
+    presmooth: float = 1.0  # Gaussian sigma applied to the image slices before registering
+    kernel: int = 5  # side of the square opening/closing element (0 or 1 = no cleaning)
+    threads: int = 1  # SimpleITK threads per registration (1 keeps results bit-identical)
+    grace: int = 3  # slices a walk may go beyond the other plane's last foreground line
+    rescale: bool = True  # correct each slice's extent along the crossing line (``_apply_cross``)
+    shrink: int = 2  # register at 1/shrink resolution (the field is upsampled to warp the mask)
+    linear: bool = False  # warp masks bilinearly (threshold 0.5) instead of nearest neighbour
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,28 +23,44 @@ def slice_distance(shape: Sequence[int], axis: int, index: int) -> np.ndarray:
     return np.abs(np.arange(shape[axis]) - index).reshape(view)
 
 
-def _counts(pred: np.ndarray, truth: np.ndarray, where: np.ndarray) -> list[int]:
-    return [int((pred & truth & where).sum()), int((pred & ~truth & where).sum()),
-            int((~pred & truth & where).sum())]
+def _binned_counts(pred: np.ndarray, truth: np.ndarray, bins: np.ndarray,
+                   n_bins: int) -> np.ndarray:
+    """``(n_bins, 3)`` int64: ``[TP, FP, FN]`` of the voxels in each bin; ``bins`` (ints in
+    ``[0, n_bins)``) holds every voxel's bin, broadcastable to ``pred``. The axes along which
+    ``bins`` is constant are summed first, so a slice-distance bin costs one pass."""
+    bins = np.asarray(bins)
+    bins = bins.reshape((1,) * (pred.ndim - bins.ndim) + bins.shape)
+    flat = tuple(k for k in range(pred.ndim) if bins.shape[k] == 1 and pred.shape[k] != 1)
+    out = np.zeros((n_bins, 3), dtype=np.int64)
+    for j, hit in enumerate((pred & truth, pred & ~truth, ~pred & truth)):
+        if flat:  # voxel counts per remaining position, then per bin
+            per = hit.sum(axis=flat, keepdims=True)
+            out[:, j] = np.bincount(np.broadcast_to(bins, per.shape).ravel(),
+                                    weights=per.ravel(), minlength=n_bins).astype(np.int64)
+        else:
+            out[:, j] = np.bincount(np.broadcast_to(bins, hit.shape)[hit], minlength=n_bins)
+    return out
 
 
 def distance_counts(pred: np.ndarray, truth: np.ndarray, distance: np.ndarray,
                     edges: Sequence[int] = DISTANCE_EDGES) -> list[list[int]]:
     """``[TP, FP, FN]`` of bool ``pred`` vs ``truth`` ``(X, Y, Z)`` for the voxels whose
-    ``distance`` lies in ``[edges[k], edges[k+1])`` (the last bin: ``>= edges[-1]``)."""
-    d = np.broadcast_to(distance, pred.shape)
-    bounds = list(edges) + [np.inf]
-    return [_counts(pred, truth, (d >= lo) & (d < hi)) for lo, hi in zip(bounds, bounds[1:])]
+    ``distance`` (>= ``edges[0]``) lies in ``[edges[k], edges[k+1])`` (the last bin:
+    ``>= edges[-1]``)."""
+    bins = np.digitize(distance, edges) - 1
+    return _binned_counts(pred, truth, bins, len(edges)).tolist()
 
 
 def confidence_counts(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray,
                       thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS
                       ) -> dict[str, list[list[int]]]:
-    """For each threshold ``t``: ``[TP, FP, FN]`` of the voxels with ``weight >= t``
-    (``above``) and with ``weight < t`` (``below``)."""
-    above = [_counts(pred, truth, weight >= t) for t in thresholds]
-    below = [_counts(pred, truth, weight < t) for t in thresholds]
-    return {"above": above, "below": below}
+    """For each threshold ``t`` (ascending): ``[TP, FP, FN]`` of the voxels with
+    ``weight >= t`` (``above``) and with ``weight < t`` (``below``)."""
+    t = np.asarray(thresholds, dtype=weight.dtype)  # compare in the weight's precision
+    per_bin = _binned_counts(pred, truth, np.digitize(weight, t), len(t) + 1)
+    below = np.cumsum(per_bin, axis=0)[:-1]  # bin j holds the voxels with j thresholds <= w
+    above = per_bin.sum(axis=0) - below
+    return {"above": above.tolist(), "below": below.tolist()}
 
 
 def case_quality(label: np.ndarray, label_a: np.ndarray, label_b: np.ndarray,

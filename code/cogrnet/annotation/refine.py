@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError
-from .dpa import DPA
+from .dpa import DPA, plane_slice
 from .fuse import FusionParams, finish_label, fusion_score, score_confidence
 from .quality import slice_distance
 
@@ -31,25 +31,19 @@ METHODS = ("none", "intensity")
 
 @dataclass(frozen=True)
 class RefineParams:
-    """``method``: ``none`` or ``intensity`` (module docstring). ``sigma``/``sigma_per_slice``:
-    voxels of fusion score that weigh as much as one nat of intensity evidence, at the
-    annotated slices / added per slice of distance; ``band``/``band_per_slice``: how far
-    (voxels of score) from the fused boundary a voxel may change; ``smooth``: Gaussian sigma
-    (mm; voxels where the scan records no spacing, as the LA h5 files) applied to the
-    log-likelihood-ratio map; ``bins``: intensity histogram bins;
-    ``sample``: the voxels of the annotated slices with ``|score| <= sample`` train the
-    histograms."""
+    """Settings of the ``intensity`` refinement (module docstring); ``score``: the fusion
+    score in voxels."""
 
-    method: str = "none"
+    method: str = "none"  # none or intensity
     # chosen on the first 40 IDs of LA's train.list at full resolution (docs/REGISTRATION.md)
-    sigma: float = 0.5
-    sigma_per_slice: float = 0.15
-    band: float = 3.0
-    band_per_slice: float = 0.45
-    smooth: float = 2.0
+    sigma: float = 0.5  # voxels of score weighing as much as one nat of intensity evidence
+    sigma_per_slice: float = 0.15  # added to sigma per slice of distance from the annotation
+    band: float = 3.0  # how far (voxels of score) from the fused boundary a voxel may change
+    band_per_slice: float = 0.45  # added to band per slice of distance
+    smooth: float = 2.0  # Gaussian sigma of the LLR map: mm (voxels without spacing, LA h5)
     # not tuned
-    bins: int = 40
-    sample: float = 8.0
+    bins: int = 40  # intensity histogram bins
+    sample: float = 8.0  # annotated-slice voxels with |score| <= sample train the histograms
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -79,9 +73,7 @@ def annotated_mask(shape: tuple[int, ...], dpa: DPA) -> np.ndarray:
     """Bool ``shape``: True on the two annotated slices."""
     mask = np.zeros(shape, dtype=bool)
     for axis, index in zip(dpa.axes, dpa.indices):
-        sl = [slice(None)] * len(shape)
-        sl[axis] = index
-        mask[tuple(sl)] = True
+        mask[plane_slice(len(shape), axis, index)] = True
     return mask
 
 

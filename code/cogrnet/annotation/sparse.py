@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.image_io import Geometry, require_same_grid
 from ..errors import DataError
-from .dpa import DPA, validate_dpa
+from .dpa import DPA, plane_slice, validate_dpa
 
 #: a stroke this many slices or fewer away from a painted slice, on that slice's axis,
 #: counts as the brush spilling over (a 3D brush) rather than as a third plane
@@ -45,7 +45,7 @@ def select_label(volume: np.ndarray, label_value: int | None, what: str) -> np.n
 def _plane_voxels(mask: np.ndarray, axis: int, index: int) -> np.ndarray:
     """The bool volume of ``mask`` voxels on slice ``index`` along ``axis``."""
     out = np.zeros_like(mask)
-    sl = tuple(index if k == axis else slice(None) for k in range(mask.ndim))
+    sl = plane_slice(mask.ndim, axis, index)
     out[sl] = mask[sl]
     return out
 

@@ -138,16 +138,11 @@ def read_prediction(path: str | Path, shape: Sequence[int], num_classes: int = 2
                     geometry: Geometry | None = None) -> np.ndarray:
     """Read a mask file written here (or by any tool, on the case's grid); check its size
     against the label's ``(X, Y, Z)`` shape, its grid against ``geometry`` (the case's, when
-    recorded) and its values against the class range. Returns uint8 ``(X, Y, Z)``."""
-    sitk = sitk_module()
+    recorded) and its values against the class range. Returns uint8 ``(X, Y, Z)``.
+    Errors name the file and the problem (``prediction file not found``, ``corrupt or
+    unreadable prediction file``, ...)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: prediction file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-        arr = np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0))
-    except (RuntimeError, ValueError):
-        raise DataError(f"{path}: cannot read prediction file") from None
+    arr, img = read_volume_xyz(path, "prediction")
     if tuple(arr.shape) != tuple(shape):
         hint = (" (axes reversed: written in the (Z, Y, X) order of an older test.py "
                 "--save_nifti?)" if tuple(arr.shape) == tuple(shape)[::-1] else "")

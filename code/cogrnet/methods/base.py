@@ -8,6 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from ..train_config import TrainConfig
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -49,13 +52,39 @@ class StepOutput:
     unlabeled_fg: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class MethodDefaults:
+    """A method's own setup, used where the command line does not say: the batch sizes on
+    every dataset, the iteration counts on LA only (elsewhere the dataset preset's
+    schedule). docs/METHODS.md gives the sources."""
+
+    batch_size: int = 8
+    labeled_bs: int = 4
+    la_iterations: dict[str, int] = field(default_factory=dict)  # e.g. {"max_iteration": 6000}
+
+
 class Method:
-    """Base class. Subclasses set ``name`` and implement :meth:`stages` and :meth:`step`."""
+    """Base class. Subclasses set ``name`` (and ``two_stage``, ``defaults``) and implement
+    :meth:`stages` and :meth:`step`; :meth:`configure` holds their own config rules."""
 
     name = "base"
+    #: pre-training then self-training (``pre_max_iteration`` + ``self_max_iteration``)
+    #: instead of one stage of ``max_iteration``
+    two_stage = False
+    defaults = MethodDefaults()
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+
+    @classmethod
+    def configure(cls, cfg: TrainConfig) -> TrainConfig:
+        """This method's adjustments and checks of a resolved config (a one-line
+        :class:`ConfigError` for settings it cannot train with). The base rule: the batch
+        holds labeled and unlabeled patches, at least one of each."""
+        if not 0 < cfg.labeled_bs < cfg.batch_size:
+            raise ConfigError(f"--labeled_bs {cfg.labeled_bs} must be between 1 and "
+                              f"--batch_size - 1 ({cfg.batch_size - 1})")
+        return cfg
 
     def stages(self) -> list[Stage]:
         raise NotImplementedError

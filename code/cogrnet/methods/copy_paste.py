@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Method, Stage, StepContext, StepOutput, snapshot
+from ..errors import ConfigError
+from ..train_config import TrainConfig
+from .base import Method, MethodDefaults, Stage, StepContext, StepOutput, snapshot
 from .losses import ce_dice, mixed_loss
 from .mixing import cuboid_mask, mix, sample_cuboid
 from .pseudo import pseudo_label
@@ -31,23 +33,37 @@ def auto_fa_ratio(fractions: list[float], lo: float, hi: float) -> float:
     return float(np.clip(np.mean(fractions), lo, hi))
 
 
-class CopyPaste(Method):
+class CoGRNet(Method):
+    """CoGRNet: copy-paste pre-training, then self-training with the ``auto`` Focus Area."""
+
     name = "cogrnet"
+    two_stage = True
+    #: BCP's LA batch; the iteration counts are the dataset preset's
+    defaults = MethodDefaults(batch_size=8, labeled_bs=4)
+
+    @classmethod
+    def configure(cls, cfg: TrainConfig) -> TrainConfig:
+        """Both streams of the batch are split in halves a and b, so both must be even."""
+        cfg = super().configure(cfg)
+        if cfg.labeled_bs < 2 or cfg.labeled_bs % 2 or (cfg.batch_size - cfg.labeled_bs) % 2:
+            raise ConfigError(f"--labeled_bs {cfg.labeled_bs} and --batch_size {cfg.batch_size}: "
+                              f"{cfg.method} splits both streams in halves, so both must be even")
+        return cfg
 
     def stages(self) -> list[Stage]:
         c = self.cfg
-        return [Stage("pre", c["pre_max_iteration"], unlabeled=False, teacher=False,
+        return [Stage("pre", c.pre_max_iteration, unlabeled=False, teacher=False,
                       best_name="pretrain_best.pth"),
                 # the teacher starts as the pre-trained weights, constant decay from step one
-                Stage("self", c["self_max_iteration"], unlabeled=True, teacher=True,
+                Stage("self", c.self_max_iteration, unlabeled=True, teacher=True,
                       ema_warmup=False)]
 
     def stage_start(self, stage: Stage, state: dict[str, Any]) -> list[str]:
         if stage.name != "self":
             return []
-        ratio = self.cfg["fa_ratio"]
+        ratio = self.cfg.fa_ratio
         if ratio == "auto":
-            lo, hi = self.cfg["fa_ratio_range"]
+            lo, hi = self.cfg.fa_ratio_range
             state["fa_ratio"] = auto_fa_ratio(state.get("fg_fractions", []), lo, hi)
             how = (f"auto from the last {len(state.get('fg_fractions', []))} pre-training "
                    f"outputs, clamped to [{lo}, {hi}]")
@@ -74,14 +90,14 @@ class CopyPaste(Method):
         n = ctx.labeled_bs // 2
         img = batch["image"]
         patch = img.shape[2:]
-        start, size = sample_cuboid(ctx.rng, patch, self.cfg["pre_fa_ratio"])
+        start, size = sample_cuboid(ctx.rng, patch, self.cfg.pre_fa_ratio)
         m = cuboid_mask(patch, start, size, img.device)
         la, lb = self._labels(batch, n)
         wa, wb = self._confidence(batch, n)
         x = mix(img[:n], img[n:2 * n], m)
         y = mix(la.float(), lb.float(), m)
         w = None if wa is None else mix(wa, wb, m)
-        if self.cfg.get("pre_mix_directions", 1) == 2:  # b into a and a into b
+        if self.cfg.pre_mix_directions == 2:  # b into a and a into b
             x = torch.cat([x, mix(img[n:2 * n], img[:n], m)])
             y = torch.cat([y, mix(lb.float(), la.float(), m)])
             w = None if w is None else torch.cat([w, mix(wb, wa, m)])
@@ -105,7 +121,7 @@ class CopyPaste(Method):
         ua_img, ub_img = img[lbs:lbs + ub_n], img[lbs + ub_n:lbs + 2 * ub_n]
         with torch.no_grad(), ctx.autocast():
             t_logits = ctx.teacher(torch.cat([ua_img, ub_img]))
-        pseudo = pseudo_label(t_logits.float(), lcc=self.cfg["pseudo_lcc"])
+        pseudo = pseudo_label(t_logits.float(), lcc=self.cfg.pseudo_lcc)
         pa, pb = pseudo[:ub_n], pseudo[ub_n:]
         patch = img.shape[2:]
         start, size = sample_cuboid(ctx.rng, patch, ctx.state["fa_ratio"])
@@ -117,7 +133,7 @@ class CopyPaste(Method):
         wa, wb = self._confidence(batch, n)
         with ctx.autocast():
             logits = ctx.student(torch.cat([x1, x2]))
-        u_w = self.cfg["u_weight"]
+        u_w = self.cfg.u_weight
         mb = m.expand_as(y1.float())
         loss1 = mixed_loss(logits[:n], y1, mb, u_w, None if wa is None else mix(wa, torch.ones_like(wa), m))
         loss2 = mixed_loss(logits[n:], y2, 1 - mb, u_w, None if wb is None else mix(torch.ones_like(wb), wb, m))
@@ -129,7 +145,20 @@ class CopyPaste(Method):
                           unlabeled_fg=pseudo.flatten(1).float().mean(1))
 
 
-class BCP(CopyPaste):
+class BCP(CoGRNet):
     """Bidirectional copy-paste (Bai et al., CVPR 2023): full labels, fixed ratio 2/3."""
 
     name = "bcp"
+    #: BCP's LA setup
+    defaults = MethodDefaults(batch_size=8, labeled_bs=4,
+                              la_iterations={"pre_max_iteration": 2000, "self_max_iteration": 15000})
+
+    @classmethod
+    def configure(cls, cfg: TrainConfig) -> TrainConfig:
+        """BCP's own setting where the command line does not say otherwise: the full labels
+        (coarse labels only with a --coarse_dir) and the fixed Focus Area ratio 2/3."""
+        if cfg.label_source == "coarse" and cfg.coarse_dir is None:
+            cfg = cfg.replace(label_source="full")
+        if cfg.fa_ratio == "auto":
+            cfg = cfg.replace(fa_ratio=2 / 3)
+        return super().configure(cfg)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .base import Method, Stage, StepContext, StepOutput, snapshot
+from .base import Method, MethodDefaults, Stage, StepContext, StepOutput, snapshot
 from .losses import ce_dice
 from .ramps import sigmoid_rampup
 
@@ -21,13 +21,15 @@ def _noisy(x: torch.Tensor, gen_scale: float = 0.1, clip: float = 0.2) -> torch.
 
 class MeanTeacher(Method):
     name = "mt"
+    #: UA-MT's LA setup
+    defaults = MethodDefaults(batch_size=4, labeled_bs=2, la_iterations={"max_iteration": 6000})
 
     def stages(self) -> list[Stage]:
-        return [Stage("train", self.cfg["max_iteration"], unlabeled=True, teacher=True)]
+        return [Stage("train", self.cfg.max_iteration, unlabeled=True, teacher=True)]
 
     def consistency_weight(self, it: int) -> float:
-        rampup = self.cfg["consistency_rampup"] * self.cfg["max_iteration"]
-        return self.cfg["consistency"] * sigmoid_rampup(it, rampup)
+        rampup = self.cfg.consistency_rampup * self.cfg.max_iteration
+        return self.cfg.consistency * sigmoid_rampup(it, rampup)
 
     def _teacher_probs(self, ctx: StepContext, u: torch.Tensor):
         with torch.no_grad(), ctx.autocast():
@@ -61,7 +63,7 @@ class UAMT(MeanTeacher):
     name = "uamt"
 
     def _teacher_probs(self, ctx: StepContext, u: torch.Tensor):
-        T = self.cfg["uamt_passes"]
+        T = self.cfg.uamt_passes
         teacher = ctx.teacher
         was_training = teacher.training
         teacher.train()  # dropout on: stochastic passes (BN statistics are EMA-overwritten)
@@ -73,6 +75,6 @@ class UAMT(MeanTeacher):
         teacher.train(was_training)
         mean = torch.stack(probs).mean(0)
         entropy = -(mean * torch.log(mean + 1e-6)).sum(1)
-        ramp = sigmoid_rampup(ctx.iteration, self.cfg["consistency_rampup"] * self.cfg["max_iteration"])
+        ramp = sigmoid_rampup(ctx.iteration, self.cfg.consistency_rampup * self.cfg.max_iteration)
         threshold = (0.75 + 0.25 * ramp) * math.log(mean.shape[1])
         return probs[0], entropy < threshold

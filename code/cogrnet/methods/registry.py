@@ -1,21 +1,25 @@
 """Method names -> classes (``--method``)."""
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import ConfigError
+from ..train_config import TrainConfig
 from .base import Method
-from .copy_paste import BCP, CopyPaste
+from .copy_paste import BCP, CoGRNet
 from .mean_teacher import UAMT, MeanTeacher
 from .supervised import Supervised
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (CopyPaste, BCP, Supervised, MeanTeacher, UAMT)}
-TWO_STAGE = ("cogrnet", "bcp")
+METHODS: dict[str, type[Method]] = {m.name: m for m in (CoGRNet, BCP, Supervised, MeanTeacher, UAMT)}
+TWO_STAGE = tuple(name for name, m in METHODS.items() if m.two_stage)
 
 
-def build_method(cfg: dict[str, Any]) -> Method:
+def method_class(name: str) -> type[Method]:
+    """The class of ``--method name``; a one-line error for an unknown name."""
     try:
-        return METHODS[cfg["method"]](cfg)
+        return METHODS[name]
     except KeyError:
-        raise ConfigError(f"--method: unknown method '{cfg['method']}' "
+        raise ConfigError(f"--method: unknown method '{name}' "
                           f"(choose from {', '.join(METHODS)})") from None
+
+
+def build_method(cfg: TrainConfig) -> Method:
+    return method_class(cfg.method)(cfg)

@@ -14,6 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..fileio import atomic_write
 from ..inference.model import FORMAT, load_checkpoint
+from ..train_config import TrainConfig
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -26,17 +27,17 @@ RESUME_KEYS = ("method", "network", "intensity")
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
 
-def check_resume(path: str | Path, cfg: dict[str, Any]) -> None:
+def check_resume(path: str | Path, cfg: TrainConfig) -> None:
     """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``) must be a
     readable checkpoint of the same method and network as ``cfg``; a one-line error naming
     the file and the differing settings otherwise. No file: nothing to check."""
     path = Path(path)
     if not path.exists():
         return
-    old = load_checkpoint(path, map_location="cpu")["config"]
+    old, new = load_checkpoint(path, map_location="cpu")["config"], cfg.to_dict()
     diffs = []
     for key in RESUME_KEYS:
-        a, b = old.get(key, _KEY_DEFAULTS.get(key)), cfg.get(key, _KEY_DEFAULTS.get(key))
+        a, b = old.get(key, _KEY_DEFAULTS.get(key)), new[key]
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):

@@ -1,7 +1,9 @@
-"""Training configuration: argparse groups, preset defaults, validation, the resolved dict.
+"""The training command line and its resolution into one :class:`TrainConfig`.
 
-The resolved config (a plain JSON-able dict) is written to ``config.json`` and stored in
-every checkpoint; ``config["network"]`` rebuilds the network.
+The argparse groups take their defaults from :data:`cogrnet.train_config.DEFAULTS`;
+:func:`resolve_config` fills in the dataset preset and the method's own defaults and
+checks (:meth:`cogrnet.methods.base.Method.configure`). The result is written to
+``config.json`` and stored in every checkpoint (:meth:`TrainConfig.to_dict`).
 """
 from __future__ import annotations
 
@@ -10,18 +12,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import MODEL_DIR, PRESETS, DatasetPreset, custom_preset, get_preset
+from ..config import PRESETS, DatasetPreset, custom_preset, get_preset
 from ..errors import ConfigError
-from ..methods.registry import METHODS, TWO_STAGE
+from ..methods.base import Method
+from ..methods.registry import METHODS, method_class
 from ..networks import network_config
 from ..cli import add_amp, add_debug, add_device, add_progress, add_switch, add_workers
 from ..cli import parser as cli_parser
-from ..runtime import add_speed_arguments, resolve_speed
-
-
-#: ``--pre_mix_directions`` default: the reference's one direction; both directions scored
-#: lower on the LA validation list (docs/RESULTS.md, one seed each so far)
-PRE_MIX_DEFAULT = 1
+from ..runtime import add_speed_arguments, check_compile, speed_settings
+from ..train_config import DEFAULTS, TrainConfig
 
 
 def _ratio(text: str) -> str | float:
@@ -39,7 +38,7 @@ def _ratio(text: str) -> str | float:
 def build_parser() -> argparse.ArgumentParser:
     p = cli_parser("Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="la",
+    d.add_argument("--dataset", default=DEFAULTS.dataset,
                    help="preset: la, kits, lits, phantom, or custom (your own data from "
                         "code/import_dataset.py: --root_path required; patch from the data)")
     d.add_argument("--root_path", help="dataset root (default: the preset's)")
@@ -47,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--coarse_dir", help="coarse labels for --label_source coarse: the output of "
                         "code/utils/registration.py (default: none)")
     d.add_argument("--labelnum", type=int, help="first N train IDs are labeled (default: the preset's)")
-    d.add_argument("--label_source", choices=("coarse", "full"), default="coarse",
+    d.add_argument("--label_source", choices=("coarse", "full"), default=DEFAULTS.label_source,
                    help="labels of the labeled cases (bcp without --coarse_dir: full)")
-    d.add_argument("--coarse_mode", choices=("fused", "two_stream"), default="fused",
+    d.add_argument("--coarse_mode", choices=("fused", "two_stream"), default=DEFAULTS.coarse_mode,
                    help="fused label, or the reference's plane-A / plane-B label sets")
     d.add_argument("--confidence_weighting", action="store_true",
                    help="weight labeled voxels by the registration confidence map")
-    d.add_argument("--val_list", default="auto",
+    d.add_argument("--val_list", default=DEFAULTS.val_list,
                    help="'auto' (val.list beside the lists, else the last 10%% of train; "
                         "none when those cases have no dense label), 'none', or a split name "
                         "/ list path")
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "reads it from the checkpoint)")
 
     m = p.add_argument_group("method and network")
-    m.add_argument("--method", default="cogrnet", choices=sorted(METHODS),
+    m.add_argument("--method", default=DEFAULTS.method, choices=sorted(METHODS),
                    help="CoGRNet or a baseline (docs/METHODS.md)")
     m.add_argument("--n_filters", type=int, default=16, help="VNet base filters")
     m.add_argument("--normalization", default="batchnorm",
@@ -83,35 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max_iteration", type=int,
                    help="single-stage methods (default: the method's LA setup on LA, else pre + "
                         "self of the preset)")
-    o.add_argument("--base_lr", type=float, default=0.01, help="SGD learning rate")
-    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    o.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
-    o.add_argument("--lr_step", type=int, default=2500, help="lr x lr_gamma every N iterations")
-    o.add_argument("--lr_gamma", type=float, default=0.1, help="lr factor of --lr_step")
-    o.add_argument("--ema_decay", type=float, default=0.99, help="EMA teacher decay")
-    o.add_argument("--u_weight", type=float, default=0.5, help="weight of the unlabeled region")
-    o.add_argument("--fa_ratio", type=_ratio, default="auto",
+    o.add_argument("--base_lr", type=float, default=DEFAULTS.base_lr, help="SGD learning rate")
+    o.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
+    o.add_argument("--weight_decay", type=float, default=DEFAULTS.weight_decay, help="SGD weight decay")
+    o.add_argument("--lr_step", type=int, default=DEFAULTS.lr_step, help="lr x lr_gamma every N iterations")
+    o.add_argument("--lr_gamma", type=float, default=DEFAULTS.lr_gamma, help="lr factor of --lr_step")
+    o.add_argument("--ema_decay", type=float, default=DEFAULTS.ema_decay, help="EMA teacher decay")
+    o.add_argument("--u_weight", type=float, default=DEFAULTS.u_weight, help="weight of the unlabeled region")
+    o.add_argument("--fa_ratio", type=_ratio, default=DEFAULTS.fa_ratio,
                    help="Focus Area ratio for self-training: 'auto' or a number")
-    o.add_argument("--fa_ratio_range", type=float, nargs=2, default=(0.6, 0.733), metavar=("LO", "HI"),
+    o.add_argument("--fa_ratio_range", type=float, nargs=2, metavar=("LO", "HI"),
+                   default=tuple(DEFAULTS.fa_ratio_range),
                    help="range of the 'auto' Focus Area ratio")
-    o.add_argument("--pre_fa_ratio", type=_ratio, default=2 / 3, help="ratio in pre-training (default: 2/3)")
-    o.add_argument("--pre_mix_directions", type=int, choices=(1, 2), default=PRE_MIX_DEFAULT,
+    o.add_argument("--pre_fa_ratio", type=_ratio, default=DEFAULTS.pre_fa_ratio,
+                   help="ratio in pre-training (default: 2/3)")
+    o.add_argument("--pre_mix_directions", type=int, choices=(1, 2), default=DEFAULTS.pre_mix_directions,
                    help="pre-training mixes per pair of labeled patches: 1 (a into b, the "
                         "reference: 4 labeled patches give 2 mixed images) or 2 (also b into a: "
                         "4 mixed images); docs/METHODS.md gives the measurement")
     o.add_argument("--no_pseudo_lcc", action="store_true",
                    help="keep all pseudo-label components (default: largest only)")
-    o.add_argument("--consistency", type=float, default=0.1, help="mt/uamt weight")
-    o.add_argument("--consistency_rampup", type=float, default=0.4,
+    o.add_argument("--consistency", type=float, default=DEFAULTS.consistency, help="mt/uamt weight")
+    o.add_argument("--consistency_rampup", type=float, default=DEFAULTS.consistency_rampup,
                    help="mt/uamt ramp-up length as a fraction of max_iteration")
-    o.add_argument("--uamt_passes", type=int, default=8, help="uamt stochastic passes T")
-    o.add_argument("--seed", type=int, default=1337, help="random seed")
+    o.add_argument("--uamt_passes", type=int, default=DEFAULTS.uamt_passes, help="uamt stochastic passes T")
+    o.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     o.add_argument("--skip_nonfinite", action="store_true",
                    help="skip steps with a non-finite loss instead of stopping")
 
     r = p.add_argument_group("run")
     r.add_argument("--exp", default=None, help="run name: <out_root>/<exp>/ (default: <dataset>_<method>)")
-    r.add_argument("--out_root", default=str(MODEL_DIR),
+    r.add_argument("--out_root", default=DEFAULTS.out_root,
                    help="folder of the runs: a run is <out_root>/<exp> (not --out_dir: --resume "
                         "and the benchmark tables find runs by name) (default: model/ in "
                         "the repository)")
@@ -122,11 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compile", action="store_true", help="torch.compile the student")
     r.add_argument("--nondeterministic", action="store_true",
                    help="allow cudnn benchmark (faster on GPU, not bit-reproducible)")
-    add_workers(r, "patch-building threads", default=2, dest="num_workers")
-    r.add_argument("--val_interval", type=int, default=200, help="validate every N iterations")
-    r.add_argument("--val_overlap", type=float, default=0.5, help="sliding-window overlap in validation")
-    r.add_argument("--save_interval", type=int, default=200, help="save last.pth every N iterations")
-    r.add_argument("--image_interval", type=int, default=200, help="TensorBoard image snapshots")
+    add_workers(r, "patch-building threads", default=DEFAULTS.num_workers, dest="num_workers")
+    r.add_argument("--val_interval", type=int, default=DEFAULTS.val_interval, help="validate every N iterations")
+    r.add_argument("--val_overlap", type=float, default=DEFAULTS.val_overlap, help="sliding-window overlap in validation")
+    r.add_argument("--save_interval", type=int, default=DEFAULTS.save_interval, help="save last.pth every N iterations")
+    r.add_argument("--image_interval", type=int, default=DEFAULTS.image_interval, help="TensorBoard image snapshots")
     r.add_argument("--resume", action="store_true", help="continue <out_root>/<exp>/last.pth")
     r.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     add_progress(r)
@@ -135,28 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Each method's own setup for LA, used where the flag is not given (docs/METHODS.md gives
-#: the sources). Batch sizes apply to every dataset, iteration counts to LA only (elsewhere
-#: the dataset preset's schedule).
-METHOD_DEFAULTS: dict[str, dict[str, int]] = {
-    "cogrnet": {"batch_size": 8, "labeled_bs": 4},
-    "bcp": {"batch_size": 8, "labeled_bs": 4, "pre_max_iteration": 2000, "self_max_iteration": 15000},
-    "mt": {"batch_size": 4, "labeled_bs": 2, "max_iteration": 6000},
-    "uamt": {"batch_size": 4, "labeled_bs": 2, "max_iteration": 6000},
-    "sup": {"batch_size": 4, "labeled_bs": 4, "max_iteration": 6000},
-}
+def _schedule(args: argparse.Namespace, preset: DatasetPreset,
+              method: type[Method]) -> tuple[int | None, int | None, int | None]:
+    """``(pre, self, max)`` iterations: the flag, else (on LA) the method's own LA setup,
+    else the dataset preset's schedule; two-stage methods have ``max`` None, the others
+    ``pre`` and ``self`` None."""
+    own = method.defaults.la_iterations if preset.name == "la" else {}
 
+    def pick(key: str, fallback: int) -> int:
+        value = getattr(args, key)
+        return value if value is not None else own.get(key, fallback)
 
-def _method_defaults(args: argparse.Namespace) -> None:
-    """Fill the unset batch and schedule flags from :data:`METHOD_DEFAULTS`."""
-    own = METHOD_DEFAULTS.get(args.method, {})
-    for key in ("batch_size", "labeled_bs"):
-        if getattr(args, key) is None:
-            setattr(args, key, own.get(key, 8 if key == "batch_size" else 4))
-    if args.dataset.lower() == "la":
-        for key in ("pre_max_iteration", "self_max_iteration", "max_iteration"):
-            if getattr(args, key) is None and key in own:
-                setattr(args, key, own[key])
+    pre = pick("pre_max_iteration", preset.pre_max_iteration)
+    slf = pick("self_max_iteration", preset.self_max_iteration)
+    max_it = pick("max_iteration", pre + slf)
+    for name, v in (("--pre_max_iteration", pre), ("--self_max_iteration", slf), ("--max_iteration", max_it)):
+        if v < 0:
+            raise ConfigError(f"{name} must be >= 0")
+    return (pre, slf, None) if method.two_stage else (None, None, max_it)
 
 
 def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]]:
@@ -188,86 +185,65 @@ def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]
                     "median_shape": median}
 
 
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill preset defaults and check that the arguments fit together."""
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The one place a run's configuration is made: preset defaults, the method's own
+    defaults and rules (:meth:`cogrnet.methods.base.Method.configure`), and the checks that
+    the arguments fit together (one-line :class:`ConfigError` otherwise)."""
     preset, preset_info = data_preset(args)
-    two_stage = args.method in TWO_STAGE
-    if two_stage and args.max_iteration is not None:
+    method = method_class(args.method)
+    if method.two_stage and args.max_iteration is not None:
         raise ConfigError(f"--max_iteration is for single-stage methods; {args.method} takes "
                           "--pre_max_iteration and --self_max_iteration")
-    if not two_stage and (args.pre_max_iteration is not None or args.self_max_iteration is not None):
+    if not method.two_stage and (args.pre_max_iteration is not None or args.self_max_iteration is not None):
         raise ConfigError(f"--pre_max_iteration/--self_max_iteration are for two-stage methods; "
                           f"{args.method} takes --max_iteration")
-    _method_defaults(args)
     patch = list(args.patch_size or preset.patch_size)
     bad = [p for p in patch if p < 16 or p % 16]
     if bad:
         raise ConfigError(f"--patch_size {' '.join(map(str, patch))}: each side must be a "
                           "multiple of 16 (VNet has four stride-2 stages)")
-    if not 0 < args.labeled_bs < args.batch_size and args.method not in ("sup",):
-        raise ConfigError(f"--labeled_bs {args.labeled_bs} must be between 1 and "
-                          f"--batch_size - 1 ({args.batch_size - 1})")
-    if args.method in TWO_STAGE and (args.labeled_bs < 2 or args.labeled_bs % 2 or
-                                     (args.batch_size - args.labeled_bs) % 2):
-        raise ConfigError(f"--labeled_bs {args.labeled_bs} and --batch_size {args.batch_size}: "
-                          f"{args.method} splits both streams in halves, so both must be even")
-    if args.labeled_bs < 1:
-        raise ConfigError("--labeled_bs must be at least 1")
-    label_source = args.label_source
-    if args.method == "bcp" and label_source == "coarse" and args.coarse_dir is None:
-        label_source = "full"  # BCP's own setting
-    pre = args.pre_max_iteration if args.pre_max_iteration is not None else preset.pre_max_iteration
-    slf = args.self_max_iteration if args.self_max_iteration is not None else preset.self_max_iteration
-    max_it = args.max_iteration if args.max_iteration is not None else pre + slf
-    for name, v in (("--pre_max_iteration", pre), ("--self_max_iteration", slf), ("--max_iteration", max_it)):
-        if v < 0:
-            raise ConfigError(f"{name} must be >= 0")
-    fa = args.fa_ratio
-    if args.method == "bcp" and fa == "auto":
-        fa = 2 / 3
+    pre, slf, max_it = _schedule(args, preset, method)
     num_classes = args.num_classes or preset.num_classes
-    cfg: dict[str, Any] = {
-        "dataset": preset.name,
-        "root_path": args.root_path or preset.root_path,
-        "lists_dir": args.lists_dir or preset.lists_dir,
-        "coarse_dir": args.coarse_dir,
-        "labelnum": args.labelnum if args.labelnum is not None else preset.labelnum,
-        "label_source": label_source, "coarse_mode": args.coarse_mode,
-        "confidence_weighting": args.confidence_weighting,
-        "val_list": args.val_list, "augment": not args.no_augment,
-        "intensity": args.intensity or preset.intensity,
-        "method": args.method, "num_classes": num_classes,
-        "network": network_config("vnet", 1, num_classes, args.n_filters, args.normalization,
-                                  args.dropout),
-        "patch_size": patch,
-        "batch_size": args.batch_size, "labeled_bs": args.labeled_bs,
-        "pre_max_iteration": pre if two_stage else None,
-        "self_max_iteration": slf if two_stage else None,
-        "max_iteration": None if two_stage else max_it,
-        "base_lr": args.base_lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-        "lr_step": args.lr_step, "lr_gamma": args.lr_gamma, "ema_decay": args.ema_decay,
-        "u_weight": args.u_weight, "fa_ratio": fa, "fa_ratio_range": list(args.fa_ratio_range),
-        "pre_fa_ratio": float(args.pre_fa_ratio), "pseudo_lcc": not args.no_pseudo_lcc,
-        "pre_mix_directions": args.pre_mix_directions,
-        "consistency": args.consistency, "consistency_rampup": args.consistency_rampup,
-        "uamt_passes": args.uamt_passes, "seed": args.seed,
-        "skip_nonfinite": args.skip_nonfinite,
-        "exp": args.exp or f"{preset.name}_{args.method}", "out_root": args.out_root,
-        "device": args.device, "amp": None if args.amp is None else bool(args.amp),
-        "channels_last": None if args.channels_last is None else bool(args.channels_last), "compile": args.compile,
-        "deterministic": not args.nondeterministic, "num_workers": args.num_workers,
-        "val_interval": max(1, args.val_interval), "val_overlap": args.val_overlap,
-        "save_interval": max(1, args.save_interval), "image_interval": max(1, args.image_interval),
-        "resume": args.resume, "overwrite": args.overwrite, "progress": not args.no_progress,
-        # sliding-window strides of test.py/predict.py for this model (voxels X, Y, Z)
-        "strides": [preset.stride_xy, preset.stride_xy, preset.stride_z],
+    cfg = TrainConfig(
+        dataset=preset.name,
+        root_path=args.root_path or preset.root_path,
+        lists_dir=args.lists_dir or preset.lists_dir,
+        coarse_dir=args.coarse_dir,
+        labelnum=args.labelnum if args.labelnum is not None else preset.labelnum,
+        label_source=args.label_source, coarse_mode=args.coarse_mode,
+        confidence_weighting=args.confidence_weighting,
+        val_list=args.val_list, augment=not args.no_augment,
+        intensity=args.intensity or preset.intensity,
+        method=args.method, num_classes=num_classes,
+        network=network_config("vnet", 1, num_classes, args.n_filters, args.normalization,
+                               args.dropout),
+        patch_size=patch,
+        batch_size=args.batch_size if args.batch_size is not None else method.defaults.batch_size,
+        labeled_bs=args.labeled_bs if args.labeled_bs is not None else method.defaults.labeled_bs,
+        pre_max_iteration=pre, self_max_iteration=slf, max_iteration=max_it,
+        base_lr=args.base_lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        lr_step=args.lr_step, lr_gamma=args.lr_gamma, ema_decay=args.ema_decay,
+        u_weight=args.u_weight, fa_ratio=args.fa_ratio, fa_ratio_range=list(args.fa_ratio_range),
+        pre_fa_ratio=float(args.pre_fa_ratio), pseudo_lcc=not args.no_pseudo_lcc,
+        pre_mix_directions=args.pre_mix_directions,
+        consistency=args.consistency, consistency_rampup=args.consistency_rampup,
+        uamt_passes=args.uamt_passes, seed=args.seed,
+        skip_nonfinite=args.skip_nonfinite,
+        exp=args.exp or f"{preset.name}_{args.method}", out_root=args.out_root,
+        device=args.device, amp=None if args.amp is None else bool(args.amp),
+        channels_last=None if args.channels_last is None else bool(args.channels_last),
+        compile=args.compile or args.compile_mode is not None,
+        **speed_settings(args),
+        deterministic=not args.nondeterministic, num_workers=args.num_workers,
+        val_interval=max(1, args.val_interval), val_overlap=args.val_overlap,
+        save_interval=max(1, args.save_interval), image_interval=max(1, args.image_interval),
+        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        strides=[preset.stride_xy, preset.stride_xy, preset.stride_z],
         **preset_info,
-    }
-    if cfg["method"] == "sup":
-        cfg["batch_size"] = cfg["labeled_bs"]
-    resolve_speed(args, cfg)
-    return cfg
+    )
+    check_compile(cfg)
+    return method.configure(cfg)
 
 
-def parse_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     return resolve_config(build_parser().parse_args(argv))

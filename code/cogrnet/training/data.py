@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -13,6 +12,7 @@ from ..data.dataset import CaseStore, find_list, read_list, require_foreground
 from ..data.samplers import TrainVolume
 from ..errors import ConfigError, DataError
 from ..evaluation import require_scorable
+from ..train_config import TrainConfig
 
 LABELED_NEEDS = "a labeled case needs some (is it the right file?)"
 LOG = logging.getLogger("cogrnet.train")  # the trainer's log (log.txt and the console)
@@ -26,19 +26,19 @@ class RunSplit:
     val_source: str
 
 
-def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
+def resolve_split(store: CaseStore, cfg: TrainConfig) -> RunSplit:
     """Labeled = the first ``labelnum`` train IDs; validation = ``--val_list`` (``auto``: a
     ``val.list`` next to the lists, else the last 10% of the train list, and no validation
     when one of those has no dense label; ``none``: no validation); unlabeled = the rest.
     Validation IDs are excluded from both pools. A named list whose cases lack dense labels
     is an error."""
-    lists_dir = cfg.get("lists_dir")
-    if cfg.get("patch_source"):  # the custom preset: say what was made of the data
-        LOG.info(f"dataset {cfg['dataset']}: patch {tuple(cfg['patch_size'])} ("
-                 f"{cfg['patch_source']}), sliding-window strides {tuple(cfg['strides'])}, "
+    lists_dir = cfg.lists_dir
+    if cfg.patch_source:  # the custom preset: say what was made of the data
+        LOG.info(f"dataset {cfg.dataset}: patch {tuple(cfg.patch_size)} ("
+                 f"{cfg.patch_source}), sliding-window strides {tuple(cfg.strides)}, "
                  f"schedule {_schedule(cfg)}")
     train = store.split("train", lists_dir)
-    val_arg = str(cfg.get("val_list", "auto"))
+    val_arg = str(cfg.val_list)
     if val_arg == "none":
         val, source = [], "none"
     elif val_arg == "auto":
@@ -68,7 +68,7 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     if stray:
         raise ConfigError(f"--val_list {source}: ID(s) not in the train list: {', '.join(stray[:5])}")
     pool = [i for i in train if i not in set(val)]
-    n = int(cfg["labelnum"])
+    n = int(cfg.labelnum)
     if n < 1 or n > len(pool):
         raise ConfigError(f"--labelnum {n}: must be between 1 and {len(pool)} (train list minus "
                           f"{len(val)} validation IDs)")
@@ -81,19 +81,19 @@ def resolve_split(store: CaseStore, cfg: dict[str, Any]) -> RunSplit:
     return RunSplit(labeled, unlabeled, val, source)
 
 
-def _schedule(cfg: dict[str, Any]) -> str:
+def _schedule(cfg: TrainConfig) -> str:
     """The iteration schedule of a resolved config, in words."""
-    if cfg.get("max_iteration") is not None:
-        return f"{cfg['max_iteration']} iterations"
-    return (f"{cfg['pre_max_iteration']} pre-training + {cfg['self_max_iteration']} "
+    if cfg.max_iteration is not None:
+        return f"{cfg.max_iteration} iterations"
+    return (f"{cfg.pre_max_iteration} pre-training + {cfg.self_max_iteration} "
             "self-training iterations")
 
 
-def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> list[TrainVolume]:
+def labeled_volumes(store: CaseStore, ids: list[str], cfg: TrainConfig) -> list[TrainVolume]:
     """Labeled volumes with targets ``label`` (+ ``label_b`` in two-stream coarse mode,
     + ``weight`` when confidence weighting is on)."""
     out = []
-    source = cfg["label_source"]
+    source = cfg.label_source
     for case_id in ids:
         if source == "full":
             case = store.get(case_id, with_label=True)
@@ -103,9 +103,9 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
         from ..annotation.io import coarse_path, read_coarse_label
 
         case = store.get(case_id, with_label=False)
-        coarse = read_coarse_label(cfg["coarse_dir"], case_id, expected_shape=case.shape)
+        coarse = read_coarse_label(cfg.coarse_dir, case_id, expected_shape=case.shape)
         targets: dict[str, np.ndarray] = {}
-        if cfg["coarse_mode"] == "two_stream":
+        if cfg.coarse_mode == "two_stream":
             # the reference's two label sets: each plane's propagated label with the other
             # plane's annotated slice pasted in
             (ax_a, ax_b), (i_a, i_b) = coarse.axes, coarse.indices
@@ -113,12 +113,12 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: dict[str, Any]) -> li
             targets["label_b"] = paste_slice(coarse.label_b, coarse.annotation, ax_a, i_a)
         else:
             targets["label"] = coarse.label
-        where = coarse_path(cfg["coarse_dir"], case_id)
+        where = coarse_path(cfg.coarse_dir, case_id)
         for key, name in (("label", "label_a" if "label_b" in targets else "label"),
                           ("label_b", "label_b")):
             if key in targets:
                 require_foreground(targets[key], where, f"coarse '{name}'", LABELED_NEEDS)
-        if cfg.get("confidence_weighting"):
+        if cfg.confidence_weighting:
             targets["weight"] = coarse.weight.astype(np.float32)
         out.append(TrainVolume(case_id, case.image, targets))
     return out
@@ -144,9 +144,9 @@ def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:
     return [TrainVolume(i, store.get(i, with_label=False).image) for i in ids]
 
 
-def check_coarse_dir(cfg: dict[str, Any]) -> None:
-    if cfg["label_source"] == "coarse":
-        d = cfg.get("coarse_dir")
+def check_coarse_dir(cfg: TrainConfig) -> None:
+    if cfg.label_source == "coarse":
+        d = cfg.coarse_dir
         if not d:
             raise ConfigError("--coarse_dir is required with --label_source coarse "
                               "(make it with code/utils/registration.py)")

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..methods.registry import method_class
+from ..train_config import TrainConfig
 
 
 def world_size() -> int:
@@ -25,27 +27,28 @@ def world_size() -> int:
 
 
 @contextlib.contextmanager
-def distributed_context(cfg: dict[str, Any]) -> Iterator[None]:
-    """Initialise the process group when launched by torchrun; check the batch splits."""
+def distributed_context(cfg: TrainConfig) -> Iterator[TrainConfig]:
+    """Initialise the process group when launched by torchrun; check the batch splits.
+    Yields the config of this process (on CUDA its device is ``cuda:<LOCAL_RANK>``)."""
     world = world_size()
     if world <= 1:
-        yield
+        yield cfg
         return
     for key in ("batch_size", "labeled_bs"):
-        if cfg[key] % world:
-            raise ConfigError(f"--{key} {cfg[key]} is not divisible by the {world} processes")
-    per_rank_lbs = cfg["labeled_bs"] // world
-    if cfg["method"] in ("cogrnet", "bcp") and per_rank_lbs % 2:
-        raise ConfigError(f"--labeled_bs {cfg['labeled_bs']}: {cfg['method']} needs an even "
+        if getattr(cfg, key) % world:
+            raise ConfigError(f"--{key} {getattr(cfg, key)} is not divisible by the {world} processes")
+    per_rank_lbs = cfg.labeled_bs // world
+    if method_class(cfg.method).two_stage and per_rank_lbs % 2:
+        raise ConfigError(f"--labeled_bs {cfg.labeled_bs}: {cfg.method} needs an even "
                           f"number of labeled patches per process ({per_rank_lbs} with {world})")
     local = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = cfg["device"] != "cpu" and torch.cuda.is_available()
+    use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local)
-        cfg["device"] = f"cuda:{local}"
+        cfg = cfg.replace(device=f"cuda:{local}")
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        yield
+        yield cfg
         # Tear down together: a rank that finishes first (rank 0 still writes checkpoints)
         # would otherwise close its connections while the others still hold theirs. Not on
         # an error, where the other ranks may never arrive.

@@ -33,6 +33,7 @@ from ..methods.registry import build_method
 from ..networks import build_network
 from ..runtime import (amp_dtype, autocast, check_speed, resolve_device, seed_everything,
                        sgd_options)
+from ..train_config import TrainConfig
 from .checkpoint import atomic_torch_save, check_resume, make_checkpoint
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
                           broadcast_object, distributed_context, world_size)
@@ -78,10 +79,10 @@ def _iteration_seed(seed: int, iteration: int) -> int:
     return int(np.random.default_rng([seed, 7, iteration]).integers(0, 2 ** 62))
 
 
-def _prepare_run_dir(cfg: dict[str, Any]) -> Path:
-    run_dir = writable_dir(Path(cfg["out_root"]) / cfg["exp"], "--out_root/--exp")
+def _prepare_run_dir(cfg: TrainConfig) -> Path:
+    run_dir = writable_dir(Path(cfg.out_root) / cfg.exp, "--out_root/--exp")
     has_run = (run_dir / LAST).exists()
-    if has_run and not cfg["resume"] and not cfg["overwrite"]:
+    if has_run and not cfg.resume and not cfg.overwrite:
         raise ConfigError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue "
                           "it or --overwrite to start over")
     return run_dir
@@ -133,9 +134,9 @@ def validate_cases(model: torch.nn.Module, trainer: "Trainer") -> dict[str, floa
     """The default :data:`Validator`: :func:`cogrnet.evaluation.validation_dice` on the run's
     validation IDs, with the training patch and ``--val_overlap``."""
     cfg = trainer.cfg
-    return validation_dice(model, trainer.store, trainer.split.val, cfg["patch_size"],
-                           cfg["num_classes"], device=trainer.device, amp=cfg["amp"],
-                           overlap=cfg["val_overlap"])
+    return validation_dice(model, trainer.store, trainer.split.val, cfg.patch_size,
+                           cfg.num_classes, device=trainer.device, amp=cfg.amp,
+                           overlap=cfg.val_overlap)
 
 
 @dataclass
@@ -196,16 +197,17 @@ class _StageTimer:
 
 
 class Trainer:
-    """Trains ``cfg["method"]`` as configured by :func:`cogrnet.training.config` keys;
-    ``validator`` scores the validation cases (default :func:`validate_cases`)."""
+    """Trains ``cfg.method`` as ``cfg`` (:func:`cogrnet.training.config.resolve_config`)
+    says; ``validator`` scores the validation cases (default :func:`validate_cases`).
+    ``self.cfg`` is ``cfg`` with the device's choices made (``amp``, ``channels_last``)."""
 
-    def __init__(self, cfg: dict[str, Any], validator: Validator | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, validator: Validator | None = None):
         self.validator = validator if validator is not None else validate_cases
-        self.device = resolve_device(cfg["device"])
-        for key in ("amp", "channels_last"):  # auto: on for CUDA
-            if cfg[key] is None:
-                cfg[key] = self.device.type == "cuda"
+        self.device = resolve_device(cfg.device)
+        cuda = self.device.type == "cuda"  # the auto switches: on for CUDA
+        self.cfg = cfg = cfg.replace(
+            amp=cuda if cfg.amp is None else cfg.amp,
+            channels_last=cuda if cfg.channels_last is None else cfg.channels_last)
         self.rank = int(os.environ.get("RANK", 0))
         self.world = world_size()
         self.is_main = self.rank == 0
@@ -214,12 +216,12 @@ class Trainer:
         self.stages = self.method.stages()
         check_coarse_dir(cfg)
         self.run_dir = _prepare_run_dir(cfg)
-        if cfg["resume"]:  # an incompatible or broken last.pth fails before anything is written
+        if cfg.resume:  # an incompatible or broken last.pth fails before anything is written
             check_resume(self.run_dir / LAST, cfg)
         _setup_logging(self.run_dir, self.is_main)
-        seed_everything(cfg["seed"], deterministic=cfg["deterministic"])
-        self.store = CaseStore(cfg["root_path"], num_classes=cfg["num_classes"],
-                               intensity=cfg.get("intensity", "none"))
+        seed_everything(cfg.seed, deterministic=cfg.deterministic)
+        self.store = CaseStore(cfg.root_path, num_classes=cfg.num_classes,
+                               intensity=cfg.intensity)
         self.split = resolve_split(self.store, cfg)
         self.writer = None
         self.interrupted = False
@@ -229,17 +231,17 @@ class Trainer:
     def _load_data(self) -> None:
         cfg, sp = self.cfg, self.split
         LOG.info(f"labeled {len(sp.labeled)}, unlabeled {len(sp.unlabeled)}, validation "
-                 f"{len(sp.val)} ({sp.val_source}); labels: {cfg['label_source']}")
+                 f"{len(sp.val)} ({sp.val_source}); labels: {cfg.label_source}")
         t0 = time.perf_counter()
         self.labeled = labeled_volumes(self.store, sp.labeled, cfg)
         needs_u = any(s.unlabeled for s in self.stages)
         self.unlabeled = unlabeled_volumes(self.store, sp.unlabeled) if needs_u else []
         if needs_u and not self.unlabeled:
-            raise ConfigError(f"method {cfg['method']} needs unlabeled volumes but the train list "
+            raise ConfigError(f"method {cfg.method} needs unlabeled volumes but the train list "
                               "has none left after the labeled and validation IDs")
         LOG.info(f"loaded {len(self.labeled) + len(self.unlabeled)} volumes into memory in "
                  f"{time.perf_counter() - t0:.1f} s")
-        patch = cfg["patch_size"]
+        patch = cfg.patch_size
         small = [f"{v.case_id} {tuple(v.image.shape)}" for v in self.labeled + self.unlabeled
                  if any(s < p for s, p in zip(v.image.shape, patch))]
         if small:
@@ -249,25 +251,25 @@ class Trainer:
             check_val_cases(self.store, self.split.val)
 
     def _build_model(self) -> torch.nn.Module:
-        model = build_network(self.cfg["network"]).to(self.device)
-        if self.cfg["channels_last"]:
+        model = build_network(self.cfg.network).to(self.device)
+        if self.cfg.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         return model
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         c = self.cfg
-        return torch.optim.SGD(model.parameters(), lr=c["base_lr"], momentum=c["momentum"],
-                               weight_decay=c["weight_decay"],
-                               **sgd_options(c.get("sgd_impl", "auto")))
+        return torch.optim.SGD(model.parameters(), lr=c.base_lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay,
+                               **sgd_options(c.sgd_impl))
 
     def _forward_module(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.cfg["compile"]:
-            model = torch.compile(model, mode=self.cfg.get("compile_mode"))
-        if self.cfg.get("cuda_graphs", "none") in ("student", "all"):
+        if self.cfg.compile:
+            model = torch.compile(model, mode=self.cfg.compile_mode)
+        if self.cfg.cuda_graphs in ("student", "all"):
             model = GraphedCall(model, training=True)
         return model
 
@@ -278,7 +280,7 @@ class Trainer:
         if not self.is_main:
             return path
         ckpt = make_checkpoint(
-            student.state_dict(), self.cfg, iteration, stage.name,
+            student.state_dict(), self.cfg.to_dict(), iteration, stage.name,
             ema_state=teacher.state_dict() if teacher is not None else None,
             optimizer_state=optimizer.state_dict() if optimizer is not None else None,
             extra={"method_state": state, **(extra or {})})
@@ -337,17 +339,17 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.cfg
         self._open_record()
-        LOG.info(f"run {self.run_dir} on {self.device} (amp={cfg['amp']}, world={self.world}); "
-                 f"method {cfg['method']}")
+        LOG.info(f"run {self.run_dir} on {self.device} (amp={cfg.amp}, world={self.world}); "
+                 f"method {cfg.method}")
         self._load_data()
 
         student = self._build_model()
         optimizer = self._optimizer(student)
         teacher, state, global_it, resumed_stage = self._resume(student, optimizer)
-        scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg["amp"]) and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.amp) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
-        graphs = cfg.get("cuda_graphs", "none") != "none"  # graphs need the autocast cache off
-        ac = lambda: autocast(self.device, bool(cfg["amp"]), cache=not graphs)  # noqa: E731
+        graphs = cfg.cuda_graphs != "none"  # graphs need the autocast cache off
+        ac = lambda: autocast(self.device, bool(cfg.amp), cache=not graphs)  # noqa: E731
         try:
             with _StopFlag() as stop:
                 self._run_stages(student, teacher, optimizer, scaler, ac, state, global_it,
@@ -362,9 +364,9 @@ class Trainer:
         TensorBoard writer."""
         if not self.is_main:
             return
-        if not (self.cfg["resume"] and (self.run_dir / LAST).exists()):
+        if not (self.cfg.resume and (self.run_dir / LAST).exists()):
             (self.run_dir / METRICS).unlink(missing_ok=True)  # --overwrite: a fresh record
-        write_json_atomic(self.run_dir / "config.json", self.cfg, sort_keys=True)
+        write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), sort_keys=True)
         from tensorboardX import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
@@ -376,8 +378,8 @@ class Trainer:
         cfg = self.cfg
         state: dict[str, Any] = {"best": {}}
         last = self.run_dir / LAST
-        if not (cfg["resume"] and last.exists()):
-            if cfg["resume"]:
+        if not (cfg.resume and last.exists()):
+            if cfg.resume:
                 LOG.info(f"--resume: no {LAST} in {self.run_dir}; starting from scratch")
             return None, state, 0, None
         ckpt = load_checkpoint(last, map_location=self.device)
@@ -387,7 +389,7 @@ class Trainer:
         stage = next((s for s in self.stages if s.name == resumed_stage), None)
         if stage is None:
             raise DataError(f"{last}: stage '{resumed_stage}' is not a stage of method "
-                            f"{cfg['method']}")
+                            f"{cfg.method}")
         teacher = None
         if stage.teacher:
             teacher = make_teacher(student)
@@ -471,21 +473,21 @@ class Trainer:
         """The batch pipeline (from ``global_it``), the forward modules, the stage's best
         Dice so far and the progress bar of one stage."""
         cfg = self.cfg
-        lbs = cfg["labeled_bs"] // self.world
-        ubs = (cfg["batch_size"] - cfg["labeled_bs"]) // self.world if stage.unlabeled else 0
+        lbs = cfg.labeled_bs // self.world
+        ubs = (cfg.batch_size - cfg.labeled_bs) // self.world if stage.unlabeled else 0
         batcher = PatchBatcher(self.labeled, self.unlabeled if stage.unlabeled else [],
-                               cfg["patch_size"], lbs, ubs, cfg["seed"], cfg["augment"],
+                               cfg.patch_size, lbs, ubs, cfg.seed, cfg.augment,
                                self.rank, self.world)
-        prefetch = Prefetcher(batcher, global_it, workers=cfg["num_workers"])
+        prefetch = Prefetcher(batcher, global_it, workers=cfg.num_workers)
         forward = self._forward_module(student)
         student.train()
         if teacher is not None:
             teacher.eval()
         t_call = (GraphedCall(teacher, training=False) if teacher is not None
-                  and cfg.get("cuda_graphs", "none") in ("teacher", "all") else teacher)
+                  and cfg.cuda_graphs in ("teacher", "all") else teacher)
         best = state["best"].get(stage.name, -math.inf)
         bar = tqdm(total=stage.iterations, initial=global_it - start, desc=stage.name,
-                   dynamic_ncols=True, disable=not self.is_main or not cfg["progress"])
+                   dynamic_ncols=True, disable=not self.is_main or not cfg.progress)
         return _StageRun(stage, student, teacher, optimizer, scaler, ac, state, lbs, prefetch,
                          forward, t_call, bar, best)
 
@@ -493,7 +495,7 @@ class Trainer:
         """The step schedule: ``base_lr * lr_gamma ** (it // lr_step)``, ``it`` counted in
         the stage."""
         cfg = self.cfg
-        lr = cfg["base_lr"] * cfg["lr_gamma"] ** (it // cfg["lr_step"])
+        lr = cfg.base_lr * cfg.lr_gamma ** (it // cfg.lr_step)
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr
@@ -502,11 +504,11 @@ class Trainer:
         """Seed torch and the step's generator by (seed, iteration), fetch the batch of
         ``global_it`` onto the device and run the method's step (its loss not yet applied)."""
         cfg = self.cfg
-        torch.manual_seed(_iteration_seed(cfg["seed"], global_it))
-        rng = np.random.default_rng([cfg["seed"], 11, global_it])
+        torch.manual_seed(_iteration_seed(cfg.seed, global_it))
+        rng = np.random.default_rng([cfg.seed, 11, global_it])
         host = run.prefetch.get(global_it)
         u_index = host.pop("unlabeled_index", None)
-        batch = _to_device(host, self.device, cfg["channels_last"], cfg.get("pin_memory", False))
+        batch = _to_device(host, self.device, cfg.channels_last, cfg.pin_memory)
         if isinstance(run.forward, GraphedCall):
             run.forward.begin_step()
         ctx = StepContext(run.forward, run.t_call, it, run.stage, rng, run.lbs, run.ac,
@@ -520,7 +522,7 @@ class Trainer:
         the step (on every rank); a :class:`TrainingError` without it."""
         if not any_rank(not bool(torch.isfinite(out.loss))):
             return False
-        if self.cfg["skip_nonfinite"]:
+        if self.cfg.skip_nonfinite:
             LOG.info(f"iteration {global_it}: non-finite loss, step skipped")
             run.optimizer.zero_grad(set_to_none=True)
             return True
@@ -537,7 +539,7 @@ class Trainer:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         if run.teacher is not None:
-            update_ema(run.teacher, run.student, self.cfg["ema_decay"], it,
+            update_ema(run.teacher, run.student, self.cfg.ema_decay, it,
                        warmup=run.stage.ema_warmup)
             if self.world > 1:
                 broadcast_buffers(run.teacher)
@@ -556,7 +558,7 @@ class Trainer:
         saving the stage-best checkpoint on a new best Dice; without a validation list the
         stage's last weights are its best checkpoint."""
         stage, last_it = run.stage, it + 1 == run.stage.iterations
-        if (it + 1) % self.cfg["val_interval"] == 0 or last_it:
+        if (it + 1) % self.cfg.val_interval == 0 or last_it:
             dice = self._validation_round(stage, global_it, run.student, run.teacher, run.state)
             if dice is not None and dice > run.best:
                 run.best = dice
@@ -573,7 +575,7 @@ class Trainer:
     def _maybe_save(self, run: "_StageRun", it: int, global_it: int, stopping: bool) -> None:
         """``last.pth`` every ``--save_interval`` iterations, at the stage's end and when
         stopping."""
-        if (global_it % self.cfg["save_interval"] == 0 or it + 1 == run.stage.iterations
+        if (global_it % self.cfg.save_interval == 0 or it + 1 == run.stage.iterations
                 or stopping):
             self._save(LAST, run.student, run.teacher, run.optimizer, global_it, run.stage,
                        run.state)
@@ -612,7 +614,7 @@ class Trainer:
         self.writer.add_scalar("train/lr", lr, step)
         for k, v in scalars.items():
             self.writer.add_scalar(k, v, step)
-        if out.snapshot and step % self.cfg["image_interval"] == 0:
+        if out.snapshot and step % self.cfg.image_interval == 0:
             self._write_snapshot(out.snapshot, step)
         if step % 50 == 0:
             LOG.info(f"iteration {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
@@ -637,10 +639,10 @@ class TrainResult:
     interrupted: bool
 
 
-def train(cfg: dict[str, Any]) -> TrainResult:
+def train(cfg: TrainConfig) -> TrainResult:
     """Train one run as ``cfg`` (:func:`cogrnet.training.config.parse_config`) says, under
     ``torchrun`` too (:func:`cogrnet.training.distributed.distributed_context`)."""
-    with distributed_context(cfg):
+    with distributed_context(cfg) as cfg:
         trainer = Trainer(cfg)
         run_dir = trainer.run()
     return TrainResult(run_dir, trainer.interrupted)

@@ -1,0 +1,74 @@
+"""The typed run configuration: one record resolved in one place, defaults declared once
+(the command line's in ``TrainConfig``, each method's beside the method)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from cogrnet.errors import ConfigError
+from cogrnet.methods.base import MethodDefaults
+from cogrnet.methods.mean_teacher import MeanTeacher
+from cogrnet.methods.registry import METHODS, TWO_STAGE
+from cogrnet.train_config import DEFAULTS, TrainConfig
+from cogrnet.training.config import build_parser, parse_config
+
+
+def test_the_resolved_config_is_frozen_and_round_trips_through_json():
+    cfg = parse_config(["--method", "mt", "--seed", "7"])
+    assert isinstance(cfg, TrainConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 8
+    record = json.loads(json.dumps(cfg.to_dict()))
+    assert TrainConfig.from_dict(record) == cfg
+    # a record written before a setting existed takes that setting's default
+    del record["patch_source"]
+    assert TrainConfig.from_dict(record).patch_source is None
+    with pytest.raises(ConfigError, match=r"^run/config.json: unknown setting\(s\) bogus "):
+        TrainConfig.from_dict({**record, "bogus": 1}, "run/config.json")
+
+
+def test_argparse_defaults_are_the_dataclass_defaults():
+    """Every train.py flag that names a TrainConfig field with a fixed default takes it from
+    there: the two cannot drift apart."""
+    args = vars(build_parser().parse_args([]))
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & set(args)
+    checked = [k for k in shared if args[k] is not None and
+               not isinstance(getattr(DEFAULTS, k), type(None))]
+    assert len(checked) >= 20
+    for key in checked:
+        want = getattr(DEFAULTS, key)
+        got = list(args[key]) if isinstance(args[key], tuple) else args[key]
+        assert got == want, key
+
+
+def test_method_defaults_come_from_the_method_class(monkeypatch):
+    """The batch sizes and the LA schedule are the class's ``defaults``: changing them there
+    changes what an unset flag resolves to (and nothing else holds a copy)."""
+    assert parse_config(["--method", "mt"]).max_iteration == 6000
+    monkeypatch.setattr(MeanTeacher, "defaults",
+                        MethodDefaults(batch_size=6, labeled_bs=3, la_iterations={"max_iteration": 11}))
+    cfg = parse_config(["--method", "mt"])
+    assert (cfg.batch_size, cfg.labeled_bs, cfg.max_iteration) == (6, 3, 11)
+    # the LA schedule is for LA only: other presets keep their own
+    assert parse_config(["--method", "mt", "--dataset", "kits"]).max_iteration != 11
+    assert set(TWO_STAGE) == {n for n, m in METHODS.items() if m.two_stage} == {"cogrnet", "bcp"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "cogrnet", "--labeled_bs", "3", "--batch_size", "8"], "must be even"),
+    (["--method", "mt", "--labeled_bs", "4", "--batch_size", "4"], "between 1 and --batch_size - 1"),
+    (["--method", "sup", "--labeled_bs", "0"], "at least 1"),
+])
+def test_each_method_checks_its_own_batch(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_method_rules_adjust_the_config():
+    bcp = parse_config(["--method", "bcp"])
+    assert (bcp.label_source, bcp.fa_ratio) == ("full", pytest.approx(2 / 3))
+    assert parse_config(["--method", "bcp", "--coarse_dir", "x"]).label_source == "coarse"
+    sup = parse_config(["--method", "sup", "--labeled_bs", "3"])
+    assert (sup.batch_size, sup.labeled_bs) == (3, 3)
