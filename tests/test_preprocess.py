@@ -8,11 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
+from cogrnet.data.ct_transforms import body_crop_box, body_mask, preprocess_arrays, window_unit
 from cogrnet.data.dataset import load_h5_case
-from cogrnet.data.preprocess import (
-    RawCase, body_crop_box, body_mask, find_raw_cases, get_preprocess_preset, load_raw_case,
-    orientation_from_direction, preprocess_arrays, preprocess_case, resize_volume,
-    run_preprocessing, to_xyz, window_unit)
+from cogrnet.data.preprocess import get_preprocess_preset, preprocess_case, run_preprocessing
+from cogrnet.data.raw_ct import (
+    RawCase, find_raw_cases, load_raw_case, orientation_from_direction, to_xyz)
+from cogrnet.data.transforms import resize_volume
 from cogrnet.errors import ConfigError, DataError, run_cli
 
 from conftest import CODE, load_script

@@ -55,7 +55,7 @@ class ScanPreprocessing:
         """``(X, Y, Z)`` scan -> float32 ``(X, Y, Z)`` network input."""
         image = image.astype(np.float32)
         if self.window is not None:
-            from ..data.preprocess import window_unit
+            from ..data.ct_transforms import window_unit
 
             image = window_unit(image, self.window).astype(np.float32)
         return normalize_intensity(normalize_intensity(image, self.stored), self.intensity)
