@@ -155,8 +155,8 @@ def test_self_training_targets_and_region_weights_are_the_right_way_round(monkey
     calls = []
     real = copy_paste.mixed_loss
 
-    def spy(logits, target, labeled_region, u_weight, confidence=None):
-        value = real(logits, target, labeled_region, u_weight, confidence)
+    def spy(logits, target, labeled_region, u_weight, confidence=None, dice="pooled_squared"):
+        value = real(logits, target, labeled_region, u_weight, confidence, dice)
         calls.append((target.clone(), labeled_region.clone(), u_weight, value))
         return value
 
@@ -183,3 +183,26 @@ def test_self_training_targets_and_region_weights_are_the_right_way_round(monkey
     torch.testing.assert_close(out.loss, v1 + v2)
     assert out.unlabeled_fg.tolist() == [0.0, 1.0]  # teacher labels of ua, ub
 
+
+
+@pytest.mark.parametrize("dice", ["pooled_squared", "per_sample_linear"])
+def test_two_student_forwards_see_each_mixed_image_set_alone(dice):
+    """``student_forwards 2``: X1 and X2 go through the student in two calls (BCP's way:
+    BatchNorm statistics per set); for a network without batch statistics the loss equals
+    the one-forward loss."""
+    patch = (8, 8, 8)
+    img = torch.stack([torch.full((1, *patch), float(v)) for v in (1, 2, -3, 3)])
+    label = torch.stack([torch.full(patch, v) for v in (1, 0)])
+    losses = {}
+    for forwards in (1, 2):
+        student = _Recorder()
+        ctx = StepContext(student, _SignTeacher(), 0, Stage("self", 1, True, True),
+                          np.random.default_rng(0), 2, lambda: torch.autocast("cpu", enabled=False),
+                          {"fa_ratio": 0.5})
+        cfg = TrainConfig(u_weight=0.3, student_forwards=forwards, dice=dice)
+        losses[forwards] = CoGRNet(cfg).step({"image": img, "label": label}, ctx).loss
+        assert [x.shape[0] for x in student.seen] == ([2] if forwards == 1 else [1, 1])
+        if forwards == 2:  # X1 (la outside, ua inside) first, then X2 (ub outside, lb inside)
+            assert set(student.seen[0].unique().tolist()) == {1.0, -3.0}
+            assert set(student.seen[1].unique().tolist()) == {3.0, 2.0}
+    torch.testing.assert_close(losses[2], losses[1])

@@ -72,3 +72,11 @@ def test_method_rules_adjust_the_config():
     assert parse_config(["--method", "bcp", "--coarse_dir", "x"]).label_source == "coarse"
     sup = parse_config(["--method", "sup", "--labeled_bs", "3"])
     assert (sup.batch_size, sup.labeled_bs) == (3, 3)
+
+
+def test_the_copy_paste_candidates_reach_the_config_and_conflicts_are_one_line():
+    cfg = parse_config(["--method", "bcp", "--dice", "per_sample_linear", "--student_forwards", "2"])
+    assert (cfg.dice, cfg.student_forwards) == ("per_sample_linear", 2)
+    assert (DEFAULTS.dice, DEFAULTS.student_forwards) == ("pooled_squared", 1)  # the reference
+    with pytest.raises(ConfigError, match="--student_forwards 2 and --cuda_graphs student"):
+        parse_config(["--student_forwards", "2", "--cuda_graphs", "student"])

@@ -132,3 +132,27 @@ def test_auto_fa_ratio_is_the_clamped_foreground_fraction():
     assert auto_fa_ratio([0.1, 0.2], 0.6, 0.733) == 0.6
     assert auto_fa_ratio([0.7, 0.66], 0.6, 0.733) == pytest.approx(0.68)
     assert auto_fa_ratio([0.9], 0.6, 0.733) == 0.733
+
+
+def test_the_two_dice_forms_on_a_batch_with_a_known_answer():
+    """Sample 0 predicted exactly, sample 1 exactly inverted (probabilities 0/1 up to
+    exp(-50)). Per sample and class the Dice is 1 on sample 0 and 0 on sample 1: the
+    per-sample linear loss is 0.5. Pooled over the batch, class c's Dice is
+    2 n0_c / (2 n0_c + n1 + n1) with n_c voxels of class c in sample 0 and n1 = 512 voxels
+    of sample 1 (each wrong once in the prediction, once in the target)."""
+    target = torch.zeros(2, 8, 8, 8, dtype=torch.long)
+    target[:, :2] = 1  # 128 foreground voxels per sample
+    onehot = torch.nn.functional.one_hot(target, 2).movedim(-1, 1).float()
+    logits = torch.stack([onehot[0], 1 - onehot[1]]) * 100 - 50
+    assert weighted_dice_loss(logits, target, form="per_sample_linear").item() == pytest.approx(0.5, abs=1e-5)
+    fg, bg = 128, 384
+    pooled = 1 - np.mean([2 * fg / (2 * fg + fg + (512 - fg)), 2 * bg / (2 * bg + bg + (512 - bg))])
+    assert weighted_dice_loss(logits, target).item() == pytest.approx(pooled, abs=1e-5)
+    assert weighted_dice_loss(logits, target, form="pooled_squared").item() == pytest.approx(pooled, abs=1e-5)
+    # voxel weights count in both forms: weight 0 on sample 1 leaves only the perfect sample
+    # (per sample, a sample without weighted voxels scores Dice 1 through the smoothing)
+    w = torch.stack([torch.ones(8, 8, 8), torch.zeros(8, 8, 8)])
+    for form in ("pooled_squared", "per_sample_linear"):
+        assert weighted_dice_loss(logits, target, w, form=form).item() == pytest.approx(0.0, abs=1e-4), form
+    with pytest.raises(ValueError, match="unknown Dice form"):
+        weighted_dice_loss(logits, target, form="cubed")

@@ -55,6 +55,8 @@ class TrainConfig:
     pre_fa_ratio: float = 2 / 3          # cuboid ratio of pre-training
     pseudo_lcc: bool = True              # pseudo labels: largest component only
     pre_mix_directions: int = 1          # 1: a into b (the reference); 2: also b into a
+    dice: str = "pooled_squared"         # soft-Dice form: pooled_squared | per_sample_linear
+    student_forwards: int = 1            # copy-paste self-training: 1 over [X1, X2], or 2
     consistency: float = 0.1             # mt/uamt consistency weight
     consistency_rampup: float = 0.4      # mt/uamt ramp-up, fraction of max_iteration
     uamt_passes: int = 8                 # uamt stochastic teacher passes T

@@ -45,6 +45,10 @@ class CoGRNet(Method):
     def configure(cls, cfg: TrainConfig) -> TrainConfig:
         """Both streams of the batch are split in halves a and b, so both must be even."""
         cfg = super().configure(cfg)
+        if cfg.student_forwards == 2 and cfg.cuda_graphs in ("student", "all"):
+            raise ConfigError(f"--student_forwards 2 and --cuda_graphs {cfg.cuda_graphs}: the "
+                              "student graph replays one forward of the whole batch; use "
+                              "--cuda_graphs teacher or none")
         if cfg.labeled_bs < 2 or cfg.labeled_bs % 2 or (cfg.batch_size - cfg.labeled_bs) % 2:
             raise ConfigError(f"--labeled_bs {cfg.labeled_bs} and --batch_size {cfg.batch_size}: "
                               f"{cfg.method} splits both streams in halves, so both must be even")
@@ -104,7 +108,7 @@ class CoGRNet(Method):
         y = y.round().long()
         with ctx.autocast():
             logits = ctx.student(x)
-        loss = ce_dice(logits, y, w)
+        loss = ce_dice(logits, y, w, self.cfg.dice)
         fg = torch.softmax(logits.detach().float(), 1)[:, 1:].sum(1).mean().item()
         fr = ctx.state.setdefault("fg_fractions", [])
         fr.append(fg)
@@ -132,11 +136,16 @@ class CoGRNet(Method):
         y2 = mix(pb.float(), lb.float(), m).round().long()
         wa, wb = self._confidence(batch, n)
         with ctx.autocast():
-            logits = ctx.student(torch.cat([x1, x2]))
-        u_w = self.cfg.u_weight
+            if self.cfg.student_forwards == 2:  # BatchNorm statistics per mixed image set
+                logits = torch.cat([ctx.student(x1), ctx.student(x2)])
+            else:
+                logits = ctx.student(torch.cat([x1, x2]))
+        u_w, dice = self.cfg.u_weight, self.cfg.dice
         mb = m.expand_as(y1.float())
-        loss1 = mixed_loss(logits[:n], y1, mb, u_w, None if wa is None else mix(wa, torch.ones_like(wa), m))
-        loss2 = mixed_loss(logits[n:], y2, 1 - mb, u_w, None if wb is None else mix(torch.ones_like(wb), wb, m))
+        loss1 = mixed_loss(logits[:n], y1, mb, u_w,
+                           None if wa is None else mix(wa, torch.ones_like(wa), m), dice)
+        loss2 = mixed_loss(logits[n:], y2, 1 - mb, u_w,
+                           None if wb is None else mix(torch.ones_like(wb), wb, m), dice)
         loss = loss1 + loss2
         scalars = {"loss/self": loss.item(), "loss/mix_l_u": loss1.item(),
                    "loss/mix_u_l": loss2.item(), "train/fa_ratio": ctx.state["fa_ratio"],

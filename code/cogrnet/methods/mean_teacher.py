@@ -40,7 +40,7 @@ class MeanTeacher(Method):
         lbs = ctx.labeled_bs
         with ctx.autocast():
             logits = ctx.student(img)
-        sup = ce_dice(logits[:lbs], lab, batch.get("weight"))
+        sup = ce_dice(logits[:lbs], lab, batch.get("weight"), self.cfg.dice)
         s_prob = torch.softmax(logits[lbs:].float(), 1)
         t_prob, mask = self._teacher_probs(ctx, img[lbs:])
         sq = (s_prob - t_prob) ** 2

@@ -25,5 +25,5 @@ class Supervised(Method):
         img, lab = batch["image"], batch["label"]
         with ctx.autocast():
             logits = ctx.student(img)
-        loss = ce_dice(logits, lab, batch.get("weight"))
+        loss = ce_dice(logits, lab, batch.get("weight"), self.cfg.dice)
         return StepOutput(loss, {"loss/sup": loss.item()}, snapshot(img, lab, logits))

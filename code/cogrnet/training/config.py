@@ -15,6 +15,7 @@ import numpy as np
 from ..config import PRESETS, DatasetPreset, custom_preset, get_preset
 from ..errors import ConfigError
 from ..methods.base import Method
+from ..methods.losses import DICE_FORMS
 from ..methods.registry import METHODS, method_class
 from ..networks import network_config
 from ..cli import add_amp, add_debug, add_device, add_progress, add_switch, add_workers
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-training mixes per pair of labeled patches: 1 (a into b, the "
                         "reference: 4 labeled patches give 2 mixed images) or 2 (also b into a: "
                         "4 mixed images); docs/METHODS.md gives the measurement")
+    o.add_argument("--dice", choices=DICE_FORMS, default=DEFAULTS.dice,
+                   help="soft-Dice form of every supervised loss: pooled_squared (the "
+                        "reference: one Dice over the batch, squared denominator) or "
+                        "per_sample_linear (BCP's: per sample, linear denominator)")
+    o.add_argument("--student_forwards", type=int, choices=(1, 2), default=DEFAULTS.student_forwards,
+                   help="copy-paste self-training: one student forward over both mixed "
+                        "images (the reference) or one per mixed image (BCP's; BatchNorm "
+                        "statistics per image set)")
     o.add_argument("--no_pseudo_lcc", action="store_true",
                    help="keep all pseudo-label components (default: largest only)")
     o.add_argument("--consistency", type=float, default=DEFAULTS.consistency, help="mt/uamt weight")
@@ -225,7 +234,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         lr_step=args.lr_step, lr_gamma=args.lr_gamma, ema_decay=args.ema_decay,
         u_weight=args.u_weight, fa_ratio=args.fa_ratio, fa_ratio_range=list(args.fa_ratio_range),
         pre_fa_ratio=float(args.pre_fa_ratio), pseudo_lcc=not args.no_pseudo_lcc,
-        pre_mix_directions=args.pre_mix_directions,
+        pre_mix_directions=args.pre_mix_directions, dice=args.dice,
+        student_forwards=args.student_forwards,
         consistency=args.consistency, consistency_rampup=args.consistency_rampup,
         uamt_passes=args.uamt_passes, seed=args.seed,
         skip_nonfinite=args.skip_nonfinite,

@@ -37,6 +37,9 @@ def distributed_context(cfg: TrainConfig) -> Iterator[TrainConfig]:
     for key in ("batch_size", "labeled_bs"):
         if getattr(cfg, key) % world:
             raise ConfigError(f"--{key} {getattr(cfg, key)} is not divisible by the {world} processes")
+    if cfg.student_forwards == 2:
+        raise ConfigError("--student_forwards 2 runs the student twice before one backward, "
+                          "which DistributedDataParallel does not take; use one process")
     per_rank_lbs = cfg.labeled_bs // world
     if method_class(cfg.method).two_stage and per_rank_lbs % 2:
         raise ConfigError(f"--labeled_bs {cfg.labeled_bs}: {cfg.method} needs an even "
