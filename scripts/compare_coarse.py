@@ -46,12 +46,16 @@ def compare(before: dict[str, float], after: dict[str, float], below: float = 0.
             f"below_{below}_after": sum(after[i] < below for i in ids)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("before", help="registration output folder (summary.json)")
     p.add_argument("after", help="registration output folder to compare with it")
     p.add_argument("--below", type=float, default=0.8, help="Dice threshold to count cases under")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     print(json.dumps(compare(case_dice(a.before), case_dice(a.after), a.below), indent=1))
     return 0
 

@@ -87,7 +87,7 @@ def _test_volume(args, run_dir: Path) -> dict:
     return results
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_path", default="data/LA")
     p.add_argument("--dataset", default="la")
@@ -108,7 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--test_repeats", type=int, default=2)
     p.add_argument("--reduced", action="store_true", help="tiny network and patch (CPU smoke run)")
     p.add_argument("--debug", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     report = {"python": platform.python_version(), "torch": torch.__version__,
               "device": (torch.cuda.get_device_name(0) if torch.cuda.is_available() and a.device != "cpu"
                          else platform.processor() or "cpu"),

@@ -45,14 +45,18 @@ def parse_settings(items: Sequence[str]) -> list[dict[str, float]]:
     return [dict(combo) for combo in itertools.product(*axes)] or [{}]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root_path", required=True, help="dataset root with the full labels")
     p.add_argument("--coarse_dir", required=True, help="registration.py --out_dir")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=V1,V2",
                    help="RefineParams values to combine (default: the defaults only)")
     p.add_argument("--out", default=None, help="also write the table as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = parse_settings(args.set)
     params = [RefineParams(method="intensity", **s) for s in settings]
     summary_path = Path(args.coarse_dir) / "summary.json"
