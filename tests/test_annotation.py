@@ -10,7 +10,7 @@ from cogrnet.annotation import (DPA, CoarseLabel, FusionParams, PropagationParam
                                 read_coarse_label, read_user_dpa, simulate_dpa, validate_dpa,
                                 write_coarse_label)
 from cogrnet.annotation.dpa import choose_index, make_sparse
-from cogrnet.annotation.propagate import cross_line
+from cogrnet.annotation.propagate import DEMONS_FILTERS, cross_line, parse_propagation
 from cogrnet.errors import ConfigError, DataError
 
 
@@ -87,9 +87,8 @@ def test_read_user_dpa_roundtrip(tmp_path):
 
 
 # ---------------------------------------------------------------- propagation
-def test_propagate_follows_a_moving_disk():
-    """A disk that drifts by one pixel per slice: the chain must follow it."""
-    n, h, w = 16, 48, 48
+def _moving_disk(n: int = 16, h: int = 48, w: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A disk that drifts by one pixel per slice: image ``(n, h, w)`` and its truth."""
     image = np.zeros((n, h, w), dtype=np.float32)
     truth = np.zeros((n, h, w), dtype=bool)
     rr, cc = np.mgrid[:h, :w]
@@ -97,11 +96,43 @@ def test_propagate_follows_a_moving_disk():
         disk = (rr - 24) ** 2 + (cc - 14 - i) ** 2 <= 64
         truth[i] = disk
         image[i] = disk * 2.0 + 0.1 * np.sin(rr / 3.0)
+    return image, truth
+
+
+def test_propagate_follows_a_moving_disk():
+    """The chain must follow a disk that drifts by one pixel per slice."""
+    image, truth = _moving_disk()
     out = propagate_plane(image, truth[8], 8, PropagationParams(iterations=30, shrink=1))
     assert np.array_equal(out[8], truth[8])
     assert dice(out, truth) > 0.9
     still = propagate_plane(image, truth[8], 8, PropagationParams(iterations=0, rescale=False))
     assert dice(out, truth) > dice(still, truth)
+
+
+@pytest.mark.parametrize("change", [{"demons": d} for d in DEMONS_FILTERS if
+                                    d != "fast_symmetric"]
+                         + [{"levels": 2}, {"match_histogram": True}])
+def test_propagation_variants_follow_the_disk_deterministically(change):
+    """Every registration variant of ``--propagation`` follows the drifting disk (a known
+    answer), keeps the seed exact and gives the same label twice."""
+    image, truth = _moving_disk()
+    params = parse_propagation([f"{k}={v}" for k, v in change.items()],
+                               PropagationParams(iterations=30, shrink=1))
+    out = propagate_plane(image, truth[8], 8, params)
+    assert np.array_equal(out[8], truth[8])
+    assert dice(out, truth) > 0.9, change
+    assert np.array_equal(out, propagate_plane(image, truth[8], 8, params))
+
+
+@pytest.mark.parametrize("item, match", [
+    ("speed=1", "expected NAME=VALUE"), ("levels", "expected NAME=VALUE"),
+    ("levels=two", "must be an integer"), ("demons=bspline", "expected one of"),
+    ("levels=0", ">= 1"), ("sigma=-1", ">= 0"), ("linear=maybe", "0, 1, true or false"),
+    ("threads=4", "expected NAME=VALUE")])
+def test_parse_propagation_rejects_in_one_line(item, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_propagation([item])
+    assert one_line(str(err.value))
 
 
 def test_cross_line_stops_and_corrects():

@@ -178,6 +178,25 @@ def test_cli_simulated_thin_volume_fails_alone(bad_root, tmp_path, capsys):
     assert summary(out)["cases"][1]["status"] == "ok"
 
 
+def test_cli_propagation_settings_recorded_and_used(phantom_root, tmp_path, capsys):
+    base, var = tmp_path / "base", tmp_path / "var"
+    common = ["--dataset", "phantom", "--root_path", phantom_root, "--ids", "phantom_003",
+              "--no-previews", "--no_progress"]
+    assert run(common + ["--out_dir", base], capsys)[0] == 0
+    rc, _, err = run(common + ["--out_dir", var, "--propagation", "demons=diffeomorphic",
+                               "levels=2"], capsys)
+    assert rc == 0, err
+    prop = summary(var)["settings"]["propagation"]
+    assert prop["demons"] == "diffeomorphic" and prop["levels"] == 2
+    assert summary(base)["settings"]["propagation"]["demons"] == "fast_symmetric"
+    a, b = read_coarse_label(base, "phantom_003"), read_coarse_label(var, "phantom_003")
+    assert not np.array_equal(a.label_a, b.label_a)  # the setting reached the chain
+    assert summary(var)["mean_dice"] > 0.8
+    rc, _, err = run(common + ["--out_dir", var, "--propagation", "levels=0"], capsys)
+    assert rc == 2 and err.strip() == ("error: propagation levels and shrink must be >= 1 "
+                                       "(got 0, 2)")
+
+
 def test_cli_config_errors(phantom_root, tmp_path, capsys):
     rc, _, err = run(["--dataset", "phantom", "--root_path", phantom_root, "--labelnum", 9,
                       "--out_dir", tmp_path / "o"], capsys)

@@ -23,8 +23,9 @@ except ImportError:
 import numpy as np  # noqa: E402
 
 from cogrnet.annotation import (POLICIES, CaseTask, FusionParams,  # noqa: E402
-                                PropagationParams, RefineParams, check_axes, pool_quality,
+                                RefineParams, check_axes, pool_quality,
                                 process_case)
+from cogrnet.annotation.propagate import parse_propagation  # noqa: E402
 from cogrnet.annotation.refine import METHODS as REFINE_METHODS, check_refine  # noqa: E402
 from cogrnet.annotation.figures import save_distance_png  # noqa: E402
 from cogrnet.annotation.quality import calibration_text  # noqa: E402
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image-driven refinement of the fused label near its boundary: none, "
                         "or intensity (histograms of the annotated slices; docs/REGISTRATION.md)"
                         " (default: the preset's; la and phantom: intensity, others: none)")
+    p.add_argument("--propagation", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="slice-chain settings (PropagationParams in "
+                        "cogrnet/annotation/propagate.py), e.g. demons=diffeomorphic levels=2 "
+                        "iterations=80 (default: as documented in docs/REGISTRATION.md)")
     p.add_argument("--no_cross", action="store_true",
                    help="ablation: do not correct/stop a plane with the other plane")
     p.add_argument("--seed", type=int, default=1337,
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids = labeled_ids(args, root, lists_dir, labelnum)
     out_dir = writable_dir(args.out_dir, "--out_dir")
 
-    prop, fusion = PropagationParams(), FusionParams(method=args.fusion)
+    prop, fusion = parse_propagation(args.propagation), FusionParams(method=args.fusion)
     # the preset's refinement needs the sdf fusion; another --fusion without --refine: none
     refine = RefineParams(method=args.refine or (preset.refine if fusion.method == "sdf"
                                                  else "none"))

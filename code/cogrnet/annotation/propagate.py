@@ -11,8 +11,8 @@ plane says the object ends there.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -32,6 +32,9 @@ class PropagationParams:
     rescale: bool = True  # correct each slice's extent along the crossing line (``_apply_cross``)
     shrink: int = 2  # register at 1/shrink resolution (the field is upsampled to warp the mask)
     linear: bool = False  # warp masks bilinearly (threshold 0.5) instead of nearest neighbour
+    demons: str = "fast_symmetric"  # SimpleITK demons variant (DEMONS_FILTERS)
+    levels: int = 1  # pyramid levels: >1 registers at 2**(levels-1) coarser first, then finer
+    match_histogram: bool = False  # match the moving slice's histogram to the fixed one first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,32 +63,114 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)))
 
 
+DEMONS_FILTERS = {
+    "fast_symmetric": "FastSymmetricForcesDemonsRegistrationFilter",
+    "symmetric": "SymmetricForcesDemonsRegistrationFilter",
+    "diffeomorphic": "DiffeomorphicDemonsRegistrationFilter",
+    "classic": "DemonsRegistrationFilter",
+}
+
+
+def check_propagation(params: PropagationParams) -> None:
+    """Raise a one-line :class:`ConfigError` for settings the chain cannot run with."""
+    from ..errors import ConfigError
+
+    if params.demons not in DEMONS_FILTERS:
+        raise ConfigError(f"propagation demons '{params.demons}': expected one of "
+                          f"{', '.join(DEMONS_FILTERS)}")
+    if params.levels < 1 or params.shrink < 1:
+        raise ConfigError("propagation levels and shrink must be >= 1 (got "
+                          f"{params.levels}, {params.shrink})")
+    if min(params.iterations, params.sigma, params.presmooth, params.margin, params.grace,
+           params.kernel) < 0:
+        raise ConfigError("propagation iterations, sigma, presmooth, margin, grace and kernel "
+                          "must be >= 0")
+
+
+def parse_propagation(items: Sequence[str],
+                      base: PropagationParams | None = None) -> PropagationParams:
+    """``["demons=diffeomorphic", "levels=2"]`` -> :class:`PropagationParams` (checked);
+    a one-line :class:`ConfigError` naming the item for an unknown name or a bad value."""
+    from ..errors import ConfigError
+
+    types = {f.name: f.type for f in fields(PropagationParams) if f.name != "threads"}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if name not in types or not sep or not value:
+            raise ConfigError(f"--propagation {item}: expected NAME=VALUE with NAME one of "
+                              f"{', '.join(types)}")
+        kind = types[name]
+        try:
+            if kind == "bool":
+                if value.lower() not in ("0", "1", "true", "false"):
+                    raise ValueError(value)
+                changes[name] = value.lower() in ("1", "true")
+            else:
+                changes[name] = {"int": int, "float": float, "str": str}[kind](value)
+        except ValueError:
+            words = {"int": "an integer", "float": "a number", "bool": "0, 1, true or false"}
+            raise ConfigError(f"--propagation {item}: {name} must be {words[kind]}") from None
+    params = replace(base or PropagationParams(), **changes)
+    check_propagation(params)
+    return params
+
+
+def _demons_field(fixed: np.ndarray, moving: np.ndarray, params: PropagationParams,
+                  init: np.ndarray | None) -> np.ndarray:
+    """One demons run on 2D float32 arrays; returns the SimpleITK field as ``(h, w, 2)``
+    (x = column, y = row components), started from ``init`` (same layout) when given."""
+    import SimpleITK as sitk
+
+    f_img = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
+    m_img = sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32))
+    if params.match_histogram:
+        m_img = sitk.HistogramMatching(m_img, f_img, 64, 7, True)
+    demons = getattr(sitk, DEMONS_FILTERS[params.demons])()
+    demons.SetNumberOfIterations(params.iterations)
+    demons.SetStandardDeviations(params.sigma)
+    demons.SetSmoothDisplacementField(True)
+    demons.SetNumberOfThreads(params.threads)
+    if init is None:
+        field = demons.Execute(f_img, m_img)
+    else:
+        start = sitk.GetImageFromArray(init.astype(np.float64), isVector=True)
+        field = demons.Execute(f_img, m_img, start)
+    return sitk.GetArrayFromImage(field)
+
+
+def _resize_field(disp: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndarray:
+    """Sample a ``(2, h, w)`` field on a grid ``factor`` times finer, ``shape`` points, and
+    scale the displacements by ``factor``."""
+    grid = np.meshgrid(np.arange(shape[0]) / factor, np.arange(shape[1]) / factor,
+                       indexing="ij")
+    return np.stack([ndimage.map_coordinates(d, grid, order=1, mode="nearest") * factor
+                     for d in disp])
+
+
 def register_pair(fixed: np.ndarray, moving: np.ndarray, params: PropagationParams) -> np.ndarray:
     """Demons registration of 2D ``moving`` onto ``fixed`` (both ``(H, W)`` float32).
 
     Returns the displacement field ``(2, H, W)`` in array axes: ``moving`` sampled at
     ``(r + d[0], c + d[1])`` matches ``fixed`` at ``(r, c)``."""
-    import SimpleITK as sitk
-
     k = max(1, int(params.shrink))
     shape = fixed.shape
-    if k > 1:
-        fixed, moving = fixed[::k, ::k], moving[::k, ::k]
-    f_img = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
-    m_img = sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32))
-    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-    demons.SetNumberOfIterations(params.iterations)
-    demons.SetStandardDeviations(params.sigma)
-    demons.SetSmoothDisplacementField(True)
-    demons.SetNumberOfThreads(params.threads)
-    field = demons.Execute(f_img, m_img)
-    disp = sitk.GetArrayFromImage(field)  # (h, w, 2) with components (x=col, y=row)
-    disp = np.stack([disp[..., 1], disp[..., 0]]).astype(np.float64)
-    if k > 1:  # back to full resolution: sample the coarse field at (r / k, c / k), scale by k
-        grid = np.meshgrid(np.arange(shape[0]) / k, np.arange(shape[1]) / k, indexing="ij")
-        disp = np.stack([ndimage.map_coordinates(d, grid, order=1, mode="nearest") * k
-                         for d in disp])
-    return disp
+    if params.levels == 1:  # the original single-level path
+        f, m = (fixed[::k, ::k], moving[::k, ::k]) if k > 1 else (fixed, moving)
+        disp = _demons_field(f, m, params, None)
+        disp = np.stack([disp[..., 1], disp[..., 0]]).astype(np.float64)
+        return _resize_field(disp, shape, k) if k > 1 else disp
+    disp = None  # (2, h, w) in array axes, on the previous (coarser) level's grid
+    for level in range(params.levels - 1, -1, -1):
+        step = k * 2 ** level
+        f, m = fixed[::step, ::step], moving[::step, ::step]
+        init = None
+        if disp is not None:
+            up = _resize_field(disp, f.shape, 2.0)
+            init = np.stack([up[1], up[0]], axis=-1)
+        out = _demons_field(f, m, params, init)
+        disp = np.stack([out[..., 1], out[..., 0]]).astype(np.float64)
+    return _resize_field(disp, shape, k) if k > 1 else disp
 
 
 def warp_mask(mask: np.ndarray, disp: np.ndarray, linear: bool = False) -> np.ndarray:
