@@ -228,19 +228,22 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
 def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: Dice of each scored case (columns) for each finished (row, seed), and
     the teacher's where it was scored; empty when no run recorded its cases."""
-    runs = [(f"{r['name']} s{s['seed']}{tag}", cases) for r in results for s in r["seeds"]
+    runs = [(f"{r['name']} s{s['seed']}{tag}", str(s.get("threads", "-")), cases)
+            for r in results for s in r["seeds"]
             for tag, cases in (("", s.get("case_dice")), (" teacher", s.get("case_dice_teacher")))
             if cases]
     if not runs:
         return []
-    ids = sorted({c for _, cases in runs for c in cases})
+    ids = sorted({c for _, _, cases in runs for c in cases})
     no_cases = [f"{r['name']} s{s['seed']}" for r in results for s in r["seeds"]
                 if not s.get("case_dice")]
-    lines = ["", "Dice per case (case IDs shortened to their first 6 characters):", "",
-             "| run | " + " | ".join(c[:6] for c in ids) + " |",
-             "|---|" + "---|" * len(ids)]
-    for name, cases in runs:
-        lines.append(f"| {name} | " + " | ".join(
+    lines = ["", "Dice per case (case IDs shortened to their first 6 characters; *threads*: "
+             "the intra-op threads it trained with, `2+1` when resumed with another count; on "
+             "the CPU a run is bit-reproducible only at the same count):", "",
+             "| run | threads | " + " | ".join(c[:6] for c in ids) + " |",
+             "|---|---|" + "---|" * len(ids)]
+    for name, threads, cases in runs:
+        lines.append(f"| {name} | {threads} | " + " | ".join(
             f"{cases[c]:.3f}" if c in cases else "-" for c in ids) + " |")
     if no_cases:
         lines += ["", f"Cases not recorded for: {', '.join(no_cases)} (run folders gone)."]
@@ -323,6 +326,23 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     plt.close(fig)
 
 
+def run_threads(run_dir: Path) -> str | None:
+    """The intra-op thread counts the run trained with, from its ``environment.jsonl`` (one
+    line per start; ``"2+1"`` when it was resumed with another count); ``None`` without it."""
+    path = run_dir / "environment.jsonl"
+    if not path.exists():
+        return None
+    counts: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            t = str(json.loads(line)["threads"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not counts or counts[-1] != t:
+            counts.append(t)
+    return "+".join(counts) or None
+
+
 def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
             log: Path, env: dict[str, str] | None = None,
             test_teacher: bool = False) -> dict[str, Any]:
@@ -340,7 +360,8 @@ def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: in
     summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
     result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
               "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
-              "threads": (env or os.environ).get("OMP_NUM_THREADS", "all cores"),
+              "threads": run_threads(run_dir) or (env or os.environ).get("OMP_NUM_THREADS",
+                                                                         "all cores"),
               "mean": {m: summary["mean"][m] for m in METRICS},
               "train_command": _short(train), "test_command": _short(test)}
     write_json_atomic(run_dir / "bench_result.json", _with_curve(result))

@@ -127,6 +127,8 @@ def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
     path.write_text(json.dumps(spec))
     runs, out = tmp_path / "runs", tmp_path / "out"
     _fake_run(runs, spec, spec["rows"][0], 1)
+    record = json.loads((runs / "b_m_s1" / "bench_result.json").read_text())
+    (runs / "b_m_s1" / "bench_result.json").write_text(json.dumps(dict(record, threads="2+1")))
     for folder, dice in (("bench_test", (0.25, 0.75)), ("bench_test_ema", (0.5, 0.875))):
         (runs / "b_m_s1" / folder).mkdir()
         (runs / "b_m_s1" / folder / "summary.json").write_text(json.dumps({
@@ -138,9 +140,24 @@ def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     table = (out / "results.md").read_text()
     assert "| m | mt | 1 | 0.5000 |" in table and "| 0.500 | 0.6875 |" in table  # student, teacher
-    assert "| run | caseA_ | caseB_ |" in table
-    assert "| m s1 | 0.250 | 0.750 |" in table and "| m s1 teacher | 0.500 | 0.875 |" in table
+    assert "| run | threads | caseA_ | caseB_ |" in table
+    assert "| m s1 | 2+1 | 0.250 | 0.750 |" in table
+    assert "| m s1 teacher | 2+1 | 0.500 | 0.875 |" in table
     assert "scored list (`val`)" in table
+
+
+def test_run_threads_reads_every_start_of_the_run(tmp_path):
+    """The thread counts a run trained with come from its environment.jsonl, one per start;
+    a resume with another count shows as ``2+1``."""
+    assert benchmark.run_threads(tmp_path) is None
+    env = tmp_path / "environment.jsonl"
+    env.write_text(json.dumps({"iteration": 0, "threads": 2}) + "\n")
+    assert benchmark.run_threads(tmp_path) == "2"
+    with open(env, "a") as f:
+        f.write(json.dumps({"iteration": 500, "threads": 2}) + "\n")
+        f.write("not json\n")
+        f.write(json.dumps({"iteration": 750, "threads": 1}) + "\n")
+    assert benchmark.run_threads(tmp_path) == "2+1"
 
 
 def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypatch):

@@ -200,7 +200,9 @@ def test_kill9_mid_training_then_resume_equals_uninterrupted(phantom_root, tmp_p
 
 def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
     args = _cli(phantom_root, tmp_path, "term", *RESUME_ARGS)
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    two = dict(ENV, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")  # the resume runs with 1
+    proc = subprocess.Popen(args, env=two, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     last = tmp_path / "term" / "last.pth"
     _wait_for(last, proc)
     proc.send_signal(signal.SIGTERM)
@@ -216,11 +218,17 @@ def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
     stopped = load_checkpoint(last)["iteration"]
     assert "rerun with --resume" in (tmp_path / "term" / "log.txt").read_text()
     assert 0 < stopped < RESUME_TOTAL
-    done = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(args + ["--resume"], env=ENV,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(last)["iteration"] == RESUME_TOTAL
     assert f"resumed from {last} at iteration {stopped}" in (tmp_path / "term" / "log.txt").read_text()
+    # every start is in environment.jsonl: the thread count of the resume is its own line
+    starts = [json.loads(line) for line in
+              (tmp_path / "term" / "environment.jsonl").read_text().splitlines()]
+    assert [s["iteration"] for s in starts] == [0, stopped]
+    assert [s["threads"] for s in starts] == [2, 1] and starts[0]["torch"] == torch.__version__
+    assert "intra-op thread(s)" in (tmp_path / "term" / "log.txt").read_text()
 
 
 @pytest.fixture(scope="module")

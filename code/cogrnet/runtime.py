@@ -30,6 +30,18 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"--device: unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
 
 
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config: torch's version, the intra-op
+    threads (on the CPU a different count changes the float sums, so the same seed takes
+    another path), the device and its name."""
+    import platform
+
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine())
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device), "device_name": name, "python": platform.python_version()}
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; on ``deterministic`` ask torch for deterministic kernels
     (CPU runs are then reproducible bit for bit)."""

@@ -1,7 +1,8 @@
 """The one training loop every method runs through.
 
 A run lives in ``<out_root>/<exp>/``: ``config.json``, ``log.txt``, ``tb/`` (TensorBoard),
-the stage-best checkpoints (``pretrain_best.pth``, ``best.pth``) and ``last.pth``.
+``environment.jsonl`` (one line per start or resume: torch, threads, device), the stage-best
+checkpoints (``pretrain_best.pth``, ``best.pth``) and ``last.pth``.
 Batches, Focus Area cuboids and dropout masks are seeded by (seed, iteration), so a run
 resumed from ``last.pth`` reproduces an uninterrupted one exactly on the CPU.
 """
@@ -31,8 +32,8 @@ from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
 from ..networks import build_network
-from ..runtime import (amp_dtype, autocast, check_speed, resolve_device, seed_everything,
-                       sgd_options)
+from ..runtime import (amp_dtype, autocast, check_speed, environment, resolve_device,
+                       seed_everything, sgd_options)
 from ..train_config import TrainConfig
 from .checkpoint import atomic_torch_save, check_resume, make_checkpoint
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
@@ -43,6 +44,7 @@ from .graphs import GraphedCall
 
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
+ENVIRONMENT = "environment.jsonl"
 METRICS = "metrics.jsonl"
 WARMUP = 5  # iterations left out of the it/s figure (cudnn autotuning, allocator warm-up)
 EMPTY_FG = 1e-4  # a teacher label with less foreground than this fraction counts as empty
@@ -346,6 +348,7 @@ class Trainer:
         student = self._build_model()
         optimizer = self._optimizer(student)
         teacher, state, global_it, resumed_stage = self._resume(student, optimizer)
+        self._record_environment(global_it)
         scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.amp) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
         graphs = cfg.cuda_graphs != "none"  # graphs need the autocast cache off
@@ -365,11 +368,24 @@ class Trainer:
         if not self.is_main:
             return
         if not (self.cfg.resume and (self.run_dir / LAST).exists()):
-            (self.run_dir / METRICS).unlink(missing_ok=True)  # --overwrite: a fresh record
+            for name in (METRICS, ENVIRONMENT):  # --overwrite: a fresh record
+                (self.run_dir / name).unlink(missing_ok=True)
         write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), sort_keys=True)
         from tensorboardX import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    def _record_environment(self, iteration: int) -> None:
+        """Append this start's :func:`~cogrnet.runtime.environment` (and the iteration it
+        starts from) to ``environment.jsonl``, and log it."""
+        if not self.is_main:
+            return
+        env = {"iteration": iteration, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "world": self.world, **environment(self.device)}
+        with open(self.run_dir / ENVIRONMENT, "a", encoding="utf-8") as f:
+            f.write(json.dumps(env) + "\n")
+        LOG.info(f"environment: torch {env['torch']}, {env['threads']} intra-op thread(s), "
+                 f"{env['device']} ({env['device_name']})")
 
     def _resume(self, student, optimizer) -> tuple[Any, dict[str, Any], int, str | None]:
         """With ``--resume`` and a ``last.pth``: load the student, teacher, optimizer and
