@@ -66,6 +66,25 @@ def test_each_method_checks_its_own_batch(argv, message):
         parse_config(argv)
 
 
+@pytest.mark.parametrize("method, argv, world, message", [
+    ("mt", ["--batch_size", "6", "--labeled_bs", "3"], 2, "--labeled_bs 3 is not divisible by the 2"),
+    ("cogrnet", [], 4, r"must be even per process \(1 \+ 1 with 4\)"),
+    ("bcp", ["--student_forwards", "2"], 2, "DistributedDataParallel does not take"),
+    ("cogrnet", ["--batch_size", "10", "--labeled_bs", "4"], 2, r"\(2 \+ 3 with 2\)"),
+])
+def test_each_method_checks_its_split_over_processes(method, argv, world, message):
+    """The rules a method's batch must keep on every rank of a torchrun launch live beside
+    the method (``check_world``), in one line each; a batch that splits passes."""
+    from cogrnet.methods.registry import method_class
+
+    cfg = parse_config(["--method", method, *argv])
+    with pytest.raises(ConfigError, match=message) as err:
+        method_class(method).check_world(cfg, world)
+    assert "\n" not in str(err.value)
+    method_class(method).check_world(parse_config(["--method", method]), 1)
+    method_class("cogrnet").check_world(parse_config(["--method", "cogrnet"]), 2)  # 2+2 each
+
+
 def test_method_rules_adjust_the_config():
     bcp = parse_config(["--method", "bcp"])
     assert (bcp.label_source, bcp.fa_ratio) == ("full", pytest.approx(2 / 3))

@@ -86,6 +86,16 @@ class Method:
                               f"--batch_size - 1 ({cfg.batch_size - 1})")
         return cfg
 
+    @classmethod
+    def check_world(cls, cfg: TrainConfig, world: int) -> None:
+        """A one-line :class:`ConfigError` when ``cfg``'s batch cannot be split over
+        ``world`` processes (each takes ``batch_size / world`` patches, ``labeled_bs /
+        world`` of them labeled)."""
+        for key in ("batch_size", "labeled_bs"):
+            if getattr(cfg, key) % world:
+                raise ConfigError(f"--{key} {getattr(cfg, key)} is not divisible by the "
+                                  f"{world} processes")
+
     def stages(self) -> list[Stage]:
         raise NotImplementedError
 

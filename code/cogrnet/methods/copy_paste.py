@@ -49,10 +49,27 @@ class CoGRNet(Method):
             raise ConfigError(f"--student_forwards 2 and --cuda_graphs {cfg.cuda_graphs}: the "
                               "student graph replays one forward of the whole batch; use "
                               "--cuda_graphs teacher or none")
-        if cfg.labeled_bs < 2 or cfg.labeled_bs % 2 or (cfg.batch_size - cfg.labeled_bs) % 2:
-            raise ConfigError(f"--labeled_bs {cfg.labeled_bs} and --batch_size {cfg.batch_size}: "
-                              f"{cfg.method} splits both streams in halves, so both must be even")
+        cls._check_halves(cfg, 1)
         return cfg
+
+    @classmethod
+    def _check_halves(cls, cfg: TrainConfig, world: int) -> None:
+        """Each process splits its labeled and its unlabeled patches in halves a and b."""
+        lbs, ubs = cfg.labeled_bs // world, (cfg.batch_size - cfg.labeled_bs) // world
+        if lbs < 2 or lbs % 2 or ubs % 2:
+            where = "" if world == 1 else f" per process ({lbs} + {ubs} with {world})"
+            raise ConfigError(f"--labeled_bs {cfg.labeled_bs} and --batch_size {cfg.batch_size}: "
+                              f"{cfg.method} splits both streams in halves, so both must be "
+                              f"even{where}")
+
+    @classmethod
+    def check_world(cls, cfg: TrainConfig, world: int) -> None:
+        super().check_world(cfg, world)
+        if cfg.student_forwards == 2:
+            raise ConfigError("--student_forwards 2 runs the student twice before one "
+                              "backward, which DistributedDataParallel does not take; use one "
+                              "process")
+        cls._check_halves(cfg, world)
 
     def stages(self) -> list[Stage]:
         c = self.cfg

@@ -17,7 +17,6 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
 from ..methods.registry import method_class
 from ..train_config import TrainConfig
 
@@ -34,16 +33,7 @@ def distributed_context(cfg: TrainConfig) -> Iterator[TrainConfig]:
     if world <= 1:
         yield cfg
         return
-    for key in ("batch_size", "labeled_bs"):
-        if getattr(cfg, key) % world:
-            raise ConfigError(f"--{key} {getattr(cfg, key)} is not divisible by the {world} processes")
-    if cfg.student_forwards == 2:
-        raise ConfigError("--student_forwards 2 runs the student twice before one backward, "
-                          "which DistributedDataParallel does not take; use one process")
-    per_rank_lbs = cfg.labeled_bs // world
-    if method_class(cfg.method).two_stage and per_rank_lbs % 2:
-        raise ConfigError(f"--labeled_bs {cfg.labeled_bs}: {cfg.method} needs an even "
-                          f"number of labeled patches per process ({per_rank_lbs} with {world})")
+    method_class(cfg.method).check_world(cfg, world)
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
     if use_cuda:
