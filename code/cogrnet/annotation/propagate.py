@@ -155,13 +155,8 @@ def register_pair(fixed: np.ndarray, moving: np.ndarray, params: PropagationPara
     ``(r + d[0], c + d[1])`` matches ``fixed`` at ``(r, c)``."""
     k = max(1, int(params.shrink))
     shape = fixed.shape
-    if params.levels == 1:  # the original single-level path
-        f, m = (fixed[::k, ::k], moving[::k, ::k]) if k > 1 else (fixed, moving)
-        disp = _demons_field(f, m, params, None)
-        disp = np.stack([disp[..., 1], disp[..., 0]]).astype(np.float64)
-        return _resize_field(disp, shape, k) if k > 1 else disp
     disp = None  # (2, h, w) in array axes, on the previous (coarser) level's grid
-    for level in range(params.levels - 1, -1, -1):
+    for level in range(params.levels - 1, -1, -1):  # one level: register at 1/shrink
         step = k * 2 ** level
         f, m = fixed[::step, ::step], moving[::step, ::step]
         init = None
