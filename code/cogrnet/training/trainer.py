@@ -4,7 +4,8 @@ A run lives in ``<out_root>/<exp>/``: ``config.json``, ``log.txt``, ``tb/`` (Ten
 ``environment.jsonl`` (one line per start or resume: torch, threads, device), the stage-best
 checkpoints (``pretrain_best.pth``, ``best.pth``) and ``last.pth``.
 Batches, Focus Area cuboids and dropout masks are seeded by (seed, iteration), so a run
-resumed from ``last.pth`` reproduces an uninterrupted one exactly on the CPU.
+resumed from ``last.pth`` reproduces an uninterrupted one exactly on the CPU (at the same
+number of intra-op threads: another count changes the float sums from the first step).
 """
 from __future__ import annotations
 
