@@ -228,7 +228,9 @@ def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
               (tmp_path / "term" / "environment.jsonl").read_text().splitlines()]
     assert [s["iteration"] for s in starts] == [0, stopped]
     assert [s["threads"] for s in starts] == [2, 1] and starts[0]["torch"] == torch.__version__
-    assert "intra-op thread(s)" in (tmp_path / "term" / "log.txt").read_text()
+    log = (tmp_path / "term" / "log.txt").read_text()
+    assert "intra-op thread(s)" in log
+    assert "resumed with threads 1 (before: 2): from here the run is not bit-identical" in log
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,20 @@ class TrainingError(CoGRNetError):
     """Training cannot go on (e.g. a non-finite loss)."""
 
 
+def _last_json_line(path: Path) -> dict[str, Any] | None:
+    """The last JSON object of a JSON-lines file, ``None`` when there is none."""
+    if not path.exists():
+        return None
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
+
+
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the loop saves ``last.pth`` and returns at the next step."""
 
@@ -383,10 +397,17 @@ class Trainer:
             return
         env = {"iteration": iteration, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "world": self.world, **environment(self.device)}
-        with open(self.run_dir / ENVIRONMENT, "a", encoding="utf-8") as f:
+        path = self.run_dir / ENVIRONMENT
+        before = _last_json_line(path) if iteration > 0 else None
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(env) + "\n")
         LOG.info(f"environment: torch {env['torch']}, {env['threads']} intra-op thread(s), "
                  f"{env['device']} ({env['device_name']})")
+        changed = [k for k in ("torch", "threads", "device") if before and before.get(k) != env[k]]
+        if changed:
+            LOG.warning("resumed with " + ", ".join(
+                f"{k} {env[k]} (before: {before.get(k)})" for k in changed)
+                + ": from here the run is not bit-identical to an uninterrupted one")
 
     def _resume(self, student, optimizer) -> tuple[Any, dict[str, Any], int, str | None]:
         """With ``--resume`` and a ``last.pth``: load the student, teacher, optimizer and
