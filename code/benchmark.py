@@ -39,7 +39,7 @@ import numpy as np
 from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError, run_cli
-from cogrnet.fileio import write_json_atomic, write_text_atomic
+from cogrnet.fileio import read_jsonl, write_json_atomic, write_text_atomic
 
 CODE = Path(__file__).resolve().parent
 
@@ -162,14 +162,8 @@ def imported_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def _val_curve(run: Path) -> tuple[list[int], list[float]]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return [], []
-    by_it: dict[int, float] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if "val/dice" in row:
-            by_it[row["iteration"]] = row["val/dice"]
+    by_it = {row["iteration"]: row["val/dice"] for row in read_jsonl(run / "metrics.jsonl")
+             if "val/dice" in row and "iteration" in row}
     its = sorted(by_it)
     return its, [by_it[i] for i in its]
 
@@ -329,15 +323,9 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
 def run_threads(run_dir: Path) -> str | None:
     """The intra-op thread counts the run trained with, from its ``environment.jsonl`` (one
     line per start; ``"2+1"`` when it was resumed with another count); ``None`` without it."""
-    path = run_dir / "environment.jsonl"
-    if not path.exists():
-        return None
     counts: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            t = str(json.loads(line)["threads"])
-        except (ValueError, KeyError, TypeError):
-            continue
+    for start in read_jsonl(run_dir / "environment.jsonl"):
+        t = str(start.get("threads", "?"))
         if not counts or counts[-1] != t:
             counts.append(t)
     return "+".join(counts) or None

@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
-from cogrnet.fileio import write_json_atomic  # noqa: E402
+from cogrnet.fileio import read_jsonl, write_json_atomic  # noqa: E402
 from cogrnet.train_config import TrainConfig  # noqa: E402
 
 REPORT = "gpu_benchmark.json"
@@ -117,8 +117,7 @@ def variant_argv(a: argparse.Namespace, speed_root: str, out_root: Path) -> list
 def loss_curve(run_dir: Path) -> list[float]:
     """The main loss of every training iteration, in order (``metrics.jsonl``)."""
     losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(run_dir / "metrics.jsonl"):
         key = next((k for k in ("loss/pre", "loss/self") if k in row), None)
         if key is not None:
             losses[row["iteration"]] = row[key]

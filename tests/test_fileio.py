@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cogrnet.fileio import atomic_path, atomic_write, write_json_atomic
+from cogrnet.fileio import atomic_path, atomic_write, read_jsonl, write_json_atomic
 
 
 def test_json_written_whole_with_umask_permissions(tmp_path):
@@ -42,3 +42,12 @@ def test_atomic_path_keeps_the_suffix_and_renames_on_success(tmp_path):
         assert not path.exists()
         tmp.write_bytes(b"x")
     assert path.read_bytes() == b"x" and not tmp.exists()
+
+
+def test_read_jsonl_skips_a_torn_last_line(tmp_path):
+    """A killed writer leaves half a line at the end: the records before it are read, the
+    half line and anything that is not an object are skipped, a missing file is empty."""
+    path = tmp_path / "metrics.jsonl"
+    assert read_jsonl(path) == []
+    path.write_text('{"iteration": 1}\n[1, 2]\n\n{"iteration": 2}\n{"iterat')
+    assert read_jsonl(path) == [{"iteration": 1}, {"iteration": 2}]

@@ -1,4 +1,4 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, and the JSON-lines records runs append to."""
 from __future__ import annotations
 
 import contextlib
@@ -46,3 +46,21 @@ def write_json_atomic(path: str | Path, obj: Any, sort_keys: bool = False) -> Pa
     """``obj`` as indented JSON at ``path``, written by :func:`atomic_write`."""
     text = json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n"  # a bad object fails here
     return write_text_atomic(path, text)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (``metrics.jsonl``, ``environment.jsonl``), in
+    order; lines that are not a JSON object (the torn last line of a killed writer) are
+    skipped. Empty when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -17,6 +17,16 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ConfigError
+
+
+DEMONS_FILTERS = {
+    "fast_symmetric": "FastSymmetricForcesDemonsRegistrationFilter",
+    "symmetric": "SymmetricForcesDemonsRegistrationFilter",
+    "diffeomorphic": "DiffeomorphicDemonsRegistrationFilter",
+    "classic": "DemonsRegistrationFilter",
+}
+
 
 @dataclass(frozen=True)
 class PropagationParams:
@@ -35,6 +45,19 @@ class PropagationParams:
     demons: str = "fast_symmetric"  # SimpleITK demons variant (DEMONS_FILTERS)
     levels: int = 1  # pyramid levels: >1 registers at 2**(levels-1) coarser first, then finer
     match_histogram: bool = False  # match the moving slice's histogram to the fixed one first
+
+    def __post_init__(self) -> None:
+        """A one-line :class:`ConfigError` for settings the chain cannot run with."""
+        if self.demons not in DEMONS_FILTERS:
+            raise ConfigError(f"propagation demons '{self.demons}': expected one of "
+                              f"{', '.join(DEMONS_FILTERS)}")
+        if self.levels < 1 or self.shrink < 1:
+            raise ConfigError("propagation levels and shrink must be >= 1 (got "
+                              f"{self.levels}, {self.shrink})")
+        if min(self.iterations, self.sigma, self.presmooth, self.margin, self.grace,
+               self.kernel) < 0:
+            raise ConfigError("propagation iterations, sigma, presmooth, margin, grace and "
+                              "kernel must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,36 +86,11 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)))
 
 
-DEMONS_FILTERS = {
-    "fast_symmetric": "FastSymmetricForcesDemonsRegistrationFilter",
-    "symmetric": "SymmetricForcesDemonsRegistrationFilter",
-    "diffeomorphic": "DiffeomorphicDemonsRegistrationFilter",
-    "classic": "DemonsRegistrationFilter",
-}
-
-
-def check_propagation(params: PropagationParams) -> None:
-    """Raise a one-line :class:`ConfigError` for settings the chain cannot run with."""
-    from ..errors import ConfigError
-
-    if params.demons not in DEMONS_FILTERS:
-        raise ConfigError(f"propagation demons '{params.demons}': expected one of "
-                          f"{', '.join(DEMONS_FILTERS)}")
-    if params.levels < 1 or params.shrink < 1:
-        raise ConfigError("propagation levels and shrink must be >= 1 (got "
-                          f"{params.levels}, {params.shrink})")
-    if min(params.iterations, params.sigma, params.presmooth, params.margin, params.grace,
-           params.kernel) < 0:
-        raise ConfigError("propagation iterations, sigma, presmooth, margin, grace and kernel "
-                          "must be >= 0")
-
-
 def parse_propagation(items: Sequence[str],
                       base: PropagationParams | None = None) -> PropagationParams:
-    """``["demons=diffeomorphic", "levels=2"]`` -> :class:`PropagationParams` (checked);
-    a one-line :class:`ConfigError` naming the item for an unknown name or a bad value."""
-    from ..errors import ConfigError
-
+    """``["demons=diffeomorphic", "levels=2"]`` -> :class:`PropagationParams` (checked by
+    its constructor); a one-line :class:`ConfigError` naming the item for an unknown name or
+    a value of the wrong type."""
     types = {f.name: f.type for f in fields(PropagationParams) if f.name != "threads"}
     changes: dict[str, Any] = {}
     for item in items:
@@ -111,9 +109,7 @@ def parse_propagation(items: Sequence[str],
         except ValueError:
             words = {"int": "an integer", "float": "a number", "bool": "0, 1, true or false"}
             raise ConfigError(f"--propagation {item}: {name} must be {words[kind]}") from None
-    params = replace(base or PropagationParams(), **changes)
-    check_propagation(params)
-    return params
+    return replace(base or PropagationParams(), **changes)
 
 
 def _demons_field(fixed: np.ndarray, moving: np.ndarray, params: PropagationParams,

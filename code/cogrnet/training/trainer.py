@@ -27,7 +27,7 @@ from ..data.dataset import CaseStore
 from ..data.samplers import PatchBatcher, Prefetcher
 from ..errors import CoGRNetError, ConfigError, DataError, writable_dir
 from ..evaluation import validation_dice
-from ..fileio import write_json_atomic
+from ..fileio import read_jsonl, write_json_atomic
 from ..inference.model import load_checkpoint, load_weights
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
@@ -53,20 +53,6 @@ EMPTY_FG = 1e-4  # a teacher label with less foreground than this fraction count
 
 class TrainingError(CoGRNetError):
     """Training cannot go on (e.g. a non-finite loss)."""
-
-
-def _last_json_line(path: Path) -> dict[str, Any] | None:
-    """The last JSON object of a JSON-lines file, ``None`` when there is none."""
-    if not path.exists():
-        return None
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            return record
-    return None
 
 
 class _StopFlag:
@@ -398,7 +384,7 @@ class Trainer:
         env = {"iteration": iteration, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "world": self.world, **environment(self.device)}
         path = self.run_dir / ENVIRONMENT
-        before = _last_json_line(path) if iteration > 0 else None
+        before = (read_jsonl(path) or [None])[-1] if iteration > 0 else None
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(env) + "\n")
         LOG.info(f"environment: torch {env['torch']}, {env['threads']} intra-op thread(s), "
