@@ -197,6 +197,16 @@ def test_fusion_agreeing_planes_are_identity():
     assert np.array_equal(label.astype(bool), truth)
 
 
+@pytest.mark.parametrize("kwargs, text", [
+    ({"method": "mean"}, "--fusion mean: unknown"), ({"gamma": 0.0}, "gamma must be in (0, 1]"),
+    ({"gamma": 1.5}, "gamma must be in (0, 1]"), ({"clip": 0.0}, "clip must be > 0"),
+    ({"tau": -1.0}, "tau must be > 0")])
+def test_fusion_settings_are_checked_with_one_line(kwargs, text):
+    with pytest.raises(ConfigError) as err:
+        FusionParams(**kwargs)
+    assert text in str(err.value) and one_line(str(err.value))
+
+
 # ---------------------------------------------------------------- whole case, io
 def test_coarse_from_dpa_on_phantom_is_good_and_deterministic(phantom_root):
     from cogrnet.data.dataset import CaseStore

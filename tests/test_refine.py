@@ -123,7 +123,10 @@ def test_sweep_settings_are_every_combination():
                       {"smooth": 2.0, "bins": 20, "band": 3.0},
                       {"smooth": 2.0, "bins": 40, "band": 3.0}]
     assert sweep.parse_settings([]) == [{}]
-    for bad in (["method=none"], ["smooth"], ["smooth=a"]):
+    fusion, refine = sweep.split_setting({"gamma": 0.9, "threshold": 0.0, "smooth": 1.0})
+    assert (fusion.gamma, fusion.threshold, fusion.method) == (0.9, 0.0, "sdf")
+    assert (refine.smooth, refine.method, refine.band) == (1.0, "intensity", RefineParams().band)
+    for bad in (["method=none"], ["smooth"], ["smooth=a"], ["tau=1"]):
         with pytest.raises(ConfigError, match="--set"):
             sweep.parse_settings(bad)
 

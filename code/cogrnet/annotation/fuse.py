@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ConfigError
 from .dpa import DPA, plane_slice
 from .quality import slice_distance
 
@@ -33,6 +34,16 @@ class FusionParams:
     threshold: float = 0.5  # on the averaged signed distance (voxels)
     clip: float = 20.0  # signed distances are clipped to [-clip, clip]
     tau: float = 3.0  # confidence scale
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"--fusion {self.method}: unknown (choose from "
+                              f"{', '.join(METHODS)})")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"fusion gamma must be in (0, 1], got {self.gamma}")
+        for name in ("clip", "tau"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"fusion {name} must be > 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,8 +131,6 @@ def fuse_planes(label_a: np.ndarray, label_b: np.ndarray, dpa: DPA,
     Returns ``(label uint8, weight float32 in [0, 1])``, both ``(X, Y, Z)``; both annotated
     slices are exact in ``label`` with weight 1."""
     params = params or FusionParams()
-    if params.method not in METHODS:
-        raise ValueError(f"unknown fusion method {params.method!r}")
     a, b = label_a.astype(bool), label_b.astype(bool)
     if params.method == "sdf":
         score = fusion_score(a, b, dpa, params)
