@@ -179,6 +179,23 @@ def test_fusion_known_answer_cuts_the_far_leak():
     assert weight[19, 19, 34] < 0.7  # the disputed leak
 
 
+def test_signed_distance_equals_scipys_edt_difference():
+    from scipy import ndimage
+
+    from cogrnet.annotation.fuse import signed_distance
+
+    rng = np.random.default_rng(0)
+    blobs = ndimage.gaussian_filter(rng.random((30, 25, 20)), 2) > 0.5
+    for mask in (blobs, ball(), ball((9, 40, 17), (4, 20, 8), 6.0), np.eye(12, dtype=bool)[None]):
+        ref = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+        for clip in (2.5, 20.0):
+            got = signed_distance(mask, clip)
+            assert got.dtype == np.float32 and got.shape == mask.shape
+            assert np.array_equal(got, np.clip(ref, -clip, clip).astype(np.float32))
+    assert (signed_distance(np.ones((3, 3, 3), bool), 5.0) == 5).all()
+    assert (signed_distance(np.zeros((3, 3, 3), bool), 5.0) == -5).all()
+
+
 def test_fusion_keeps_annotated_slices_exact():
     truth = ball()
     dpa = _dpa(truth)

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ConfigError
 from .dpa import DPA, plane_slice
@@ -49,15 +48,36 @@ class FusionParams:
         return asdict(self)
 
 
+def squared_distance_to(mask: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance (voxels) of every voxel outside a non-empty bool ``mask``
+    to the nearest voxel of ``mask`` (0 on ``mask``); float32, same shape.
+
+    SimpleITK's Maurer transform, one thread: exact integers (below 2**24 for any volume
+    under 2**11 voxels a side), so their square roots equal scipy's
+    ``distance_transform_edt(~mask)`` bit for bit, at about a third of its time."""
+    import SimpleITK as sitk
+
+    dist = sitk.SignedMaurerDistanceMapImageFilter()
+    dist.SetInsideIsPositive(False)  # outside positive; the inside is not used
+    dist.SetSquaredDistance(True)
+    dist.SetUseImageSpacing(False)
+    dist.SetNumberOfThreads(1)
+    out = sitk.GetArrayFromImage(dist.Execute(sitk.GetImageFromArray(mask.astype(np.uint8))))
+    return np.where(mask, np.float32(0), out)
+
+
 def signed_distance(mask: np.ndarray, clip: float) -> np.ndarray:
     """Signed Euclidean distance (voxels) of a bool mask: >= 1 inside, <= -1 outside,
-    clipped to ``[-clip, clip]``; float32, same shape."""
+    clipped to ``[-clip, clip]``; float32, same shape. Equal to
+    ``distance_transform_edt(mask) - distance_transform_edt(~mask)`` (clipped)."""
     mask = mask.astype(bool)
     if mask.all():
         return np.full(mask.shape, clip, dtype=np.float32)
     if not mask.any():
         return np.full(mask.shape, -clip, dtype=np.float32)
-    sd = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    inside = squared_distance_to(~mask)  # to the nearest background voxel, on the mask
+    outside = squared_distance_to(mask)
+    sd = np.sqrt(inside.astype(np.float64)) - np.sqrt(outside.astype(np.float64))
     return np.clip(sd, -clip, clip).astype(np.float32)
 
 
