@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cogrnet.annotation import (DPA, FusionParams, RefineParams, dice, fuse_planes,
-                                read_coarse_label, refine_label)
+from cogrnet.annotation import (DPA, FusionParams, RefineParams, dice, fusion_score,
+                                label_from_score, read_coarse_label, refine_score)
 from cogrnet.data.dataset import CaseStore
 from cogrnet.errors import ConfigError, run_cli
 
@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         coarse = read_coarse_label(args.coarse_dir, case_id, expected_shape=case.shape)
         dpa = DPA(coarse.annotation, coarse.axes, coarse.indices)
         for k, (fusion, refine) in enumerate(params):
-            label = fuse_planes(coarse.label_a, coarse.label_b, dpa, fusion)[0]
+            score = fusion_score(coarse.label_a, coarse.label_b, dpa, fusion)
+            label = label_from_score(score, dpa, fusion.tau)[0]
             fused[k].append(dice(label, case.label))
-            out = refine_label(case.image, coarse.label_a, coarse.label_b, dpa, fusion=fusion,
-                               params=refine, spacing=case.spacing)
+            out = refine_score(case.image, score, dpa, refine, case.spacing, fusion.tau)
             refined[k].append(dice(out[0] if out is not None else label, case.label))
     rows = [{"setting": s, "fused_mean_dice": round(float(np.mean(f)), 4),
              "fused_min_dice": round(float(np.min(f)), 4),

@@ -16,11 +16,11 @@ import numpy as np
 from ..errors import CoGRNetError
 
 from .dpa import DPA, POLICIES, check_axes, read_user_dpa, simulate_dpa, validate_dpa
-from .fuse import FusionParams, fuse_planes
+from .fuse import FusionParams, fuse_planes, fusion_score, label_from_score
 from .io import CoarseLabel, read_coarse_label, write_coarse_label
 from .propagate import PropagationParams, propagate_dpa, propagate_plane
 from .quality import case_quality, pool_quality
-from .refine import RefineParams, check_refine, refine_label
+from .refine import RefineParams, check_refine, refine_label, refine_score
 
 
 def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None = None,
@@ -31,12 +31,15 @@ def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None 
     (``refine.method == "intensity"``, ``sdf`` fusion only) refine the fused label with the
     image (:mod:`.refine`, ``spacing`` in mm along X, Y, Z; the fused label is kept when the
     slices give nothing to learn)."""
+    fusion = fusion or FusionParams()
     label_a, label_b = propagate_dpa(image, dpa.sparse, dpa.axes, dpa.indices, prop, use_cross)
-    refined = None
     if refine is not None and refine.method != "none":
-        check_refine(refine, fusion or FusionParams())
-        refined = refine_label(image, label_a, label_b, dpa, fusion, refine, spacing)
-    label, weight = refined if refined is not None else fuse_planes(label_a, label_b, dpa, fusion)
+        check_refine(refine, fusion)
+        score = fusion_score(label_a, label_b, dpa, fusion)
+        label, weight = (refine_score(image, score, dpa, refine, spacing, fusion.tau)
+                         or label_from_score(score, dpa, fusion.tau))
+    else:
+        label, weight = fuse_planes(label_a, label_b, dpa, fusion)
     return CoarseLabel(label, label_a.astype(np.uint8), label_b.astype(np.uint8), weight,
                        dpa.axes, dpa.indices, dpa.sparse.astype(np.uint8))
 
@@ -143,6 +146,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
 
 __all__ = ["DPA", "POLICIES", "CaseTask", "CoarseLabel", "FusionParams", "PropagationParams",
            "RefineParams", "case_quality", "check_axes", "coarse_from_dpa", "dice",
-           "fuse_planes", "pool_quality", "process_case", "propagate_dpa", "propagate_plane",
-           "read_coarse_label", "read_user_dpa", "refine_label", "simulate_dpa",
+           "fuse_planes", "fusion_score", "label_from_score", "pool_quality", "process_case",
+           "propagate_dpa", "propagate_plane", "read_coarse_label", "read_user_dpa",
+           "refine_label", "refine_score", "simulate_dpa",
            "validate_dpa", "write_coarse_label", "write_previews"]

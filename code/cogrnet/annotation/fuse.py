@@ -153,16 +153,19 @@ def fuse_planes(label_a: np.ndarray, label_b: np.ndarray, dpa: DPA,
     params = params or FusionParams()
     a, b = label_a.astype(bool), label_b.astype(bool)
     if params.method == "sdf":
-        score = fusion_score(a, b, dpa, params)
-        label = score > 0
-        weight = score_confidence(score, params.tau)
-    else:
-        wa = plane_weights(a.shape, dpa.axes[0], dpa.indices[0], params.gamma)
-        wb = plane_weights(a.shape, dpa.axes[1], dpa.indices[1], params.gamma)
-        vote = (wa * a + wb * b) / (wa + wb)
-        label = (a & b) if params.method == "intersection" else vote > 0.5
-        weight = np.where(label, vote, 1.0 - vote)
-    return finish_label(label, weight, dpa)
+        return label_from_score(fusion_score(a, b, dpa, params), dpa, params.tau)
+    wa = plane_weights(a.shape, dpa.axes[0], dpa.indices[0], params.gamma)
+    wb = plane_weights(a.shape, dpa.axes[1], dpa.indices[1], params.gamma)
+    vote = (wa * a + wb * b) / (wa + wb)
+    label = (a & b) if params.method == "intersection" else vote > 0.5
+    return finish_label(label, np.where(label, vote, 1.0 - vote), dpa)
+
+
+def label_from_score(score: np.ndarray, dpa: DPA,
+                     tau: float = FusionParams.tau) -> tuple[np.ndarray, np.ndarray]:
+    """The ``sdf`` fusion's ``(label, weight)`` from its score (:func:`fusion_score`):
+    ``score > 0`` with confidence ``score_confidence(score, tau)``, annotations pasted."""
+    return finish_label(score > 0, score_confidence(score, tau), dpa)
 
 
 def finish_label(label: np.ndarray, weight: np.ndarray,

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from .dpa import DPA, plane_slice
-from .fuse import FusionParams, finish_label, fusion_score, score_confidence
+from .fuse import FusionParams, fusion_score, label_from_score
 from .quality import slice_distance
 
 METHODS = ("none", "intensity")
@@ -106,8 +106,17 @@ def refine_label(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, dp
     no object or no background to learn from, or the image is constant (the caller keeps
     the fused label). The weight is the confidence of the posterior in voxels of score."""
     fusion = fusion or FusionParams()
+    return refine_score(image, fusion_score(label_a, label_b, dpa, fusion), dpa, params,
+                        spacing, fusion.tau)
+
+
+def refine_score(image: np.ndarray, score: np.ndarray, dpa: DPA,
+                 params: RefineParams | None = None, spacing: Sequence[float] | None = None,
+                 tau: float = FusionParams.tau) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`refine_label` from the fusion's score (:func:`~cogrnet.annotation.fuse.fusion_score`,
+    ``(X, Y, Z)`` voxels), for a caller that also needs the unrefined label of that score;
+    ``tau``: the fusion's confidence scale."""
     params = params or RefineParams(method="intensity")
-    score = fusion_score(label_a, label_b, dpa, fusion)
     shape = score.shape
     truth = dpa.sparse.astype(bool)
     near = annotated_mask(shape, dpa) & (np.abs(score) <= params.sample)
@@ -123,4 +132,4 @@ def refine_label(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, dp
     sigma = params.sigma + params.sigma_per_slice * d
     band = np.abs(score) <= params.band + params.band_per_slice * d
     posterior = np.where(band, score + sigma * llr, score)  # in voxels of score
-    return finish_label(posterior > 0, score_confidence(posterior, fusion.tau), dpa)
+    return label_from_score(posterior, dpa, tau)
