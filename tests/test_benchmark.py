@@ -8,9 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from conftest import CODE, load_script
-
-benchmark = load_script(CODE / "benchmark.py")
+import cogrnet.benchmark as benchmark
+from conftest import CODE
 
 
 def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):

@@ -99,8 +99,9 @@ def test_old_spellings_parse_to_the_same_value(parsers, script, base, old, new):
 def test_benchmark_specs_flags_still_parse():
     """The benchmark specs' training flags (``"amp": 0`` -> ``--amp 0``, ``num_workers``)
     are passed as they are written; the recorded commands must keep parsing."""
-    bench = load_script(CODE / "benchmark.py")
     import json
+
+    from cogrnet import benchmark as bench
 
     p = train_parser()
     for path in sorted((REPO / "benchmarks").rglob("*.json")):

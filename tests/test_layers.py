@@ -15,7 +15,7 @@ from conftest import CODE, REPO
 LIBRARY = CODE / "cogrnet"
 #: lowest first; a module may import its own layer and the ones before it
 LAYERS = ("base", "data", "annotation", "prepare", "networks", "inference", "methods",
-          "evaluation", "training")
+          "evaluation", "training", "benchmark")
 #: the modules directly in cogrnet/ (the base layer)
 BASE = {"errors", "fileio", "config", "train_config", "runtime", "parallel", "plotting", "cli"}
 

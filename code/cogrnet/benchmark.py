@@ -1,0 +1,500 @@
+"""Run a table of experiments (registration -> training -> test) and write the results table.
+
+    python code/benchmark.py --spec benchmarks/la_half_cpu.json --out_dir docs/benchmarks/la_half_cpu
+
+The spec (JSON) holds ``common`` training arguments, a ``registration`` block (made once,
+when a row trains on coarse labels), a ``test`` block and the ``rows``; each row is a
+method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
+made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
+written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``
+and ``val_dice.png`` (validation Dice over iterations).
+
+A (row, seed) is finished when its run folder holds ``bench_result.json`` or when the
+``results.json`` already in ``--out_dir`` records it with the same training command; finished
+runs are not rerun, and the table always lists every finished row of the spec, so rows can
+be run one invocation (or one machine) at a time without losing the earlier ones. To redo a
+row, delete its run folder and its entry in ``results.json``.
+
+``--collect`` runs nothing and writes the table of what is finished; ``--collect FILE ...``
+also takes the runs recorded in other JSON files: another ``results.json``, or the report of
+``scripts/gpu_benchmark.py`` (its ``table``), with the same rule (a run counts when its
+training command is the one this spec makes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cogrnet.cli import add_debug, add_out_dir, parser
+from cogrnet.config import MODEL_DIR, REPO_ROOT
+from cogrnet.errors import ConfigError
+from cogrnet.fileio import read_jsonl, write_json_atomic, write_text_atomic
+
+#: the entry scripts a row runs (``code/train.py`` ...), the commands a user would type
+CODE = REPO_ROOT / "code"
+
+METRICS = ("dice", "jaccard", "hd95", "asd")
+
+
+def _flags(args: dict[str, Any]) -> list[str]:
+    """``{"patch_size": [64, 64, 32], "amp": 0, "no_augment": true}`` -> CLI flags."""
+    out: list[str] = []
+    for k, v in args.items():
+        if v is None or v is False:
+            continue
+        out.append(f"--{k}")
+        if v is True:
+            continue
+        out += [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+    return out
+
+
+def thread_env(threads: int | None) -> dict[str, str] | None:
+    """The environment of a row's commands: ``threads`` intra-op threads (torch, OpenMP,
+    MKL) unless the caller's environment already sets them; ``None``: inherit as is."""
+    if threads is None:
+        return None
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(key, str(threads))
+    return env
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run a command from the repository root, its output into ``log``; seconds taken."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        res = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if res.returncode != 0:
+        raise ConfigError(f"command failed (exit {res.returncode}), see {log}: {shlex.join(cmd)}")
+    return time.perf_counter() - t0
+
+
+def _short(cmd: list[str]) -> str:
+    return shlex.join(["python"] + [c for c in cmd[1:]]).replace(str(REPO_ROOT) + "/", "")
+
+
+def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
+                 model_dir: Path) -> tuple[str, list[str], list[str]]:
+    """The run name and the train / test commands of one (row, seed)."""
+    exp = f"{spec['prefix']}_{row['name']}_s{seed}"
+    train_args = {**spec.get("common", {}), **row.get("args", {}), "seed": seed, "exp": exp,
+                  "out_root": str(model_dir), "no_progress": True}
+    if train_args.get("label_source") == "coarse":
+        train_args["coarse_dir"] = spec["registration"]["out_dir"]
+    train = [sys.executable, str(CODE / "train.py"), *_flags(train_args)]
+    test_args = {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
+                 "lists_dir": train_args.get("lists_dir"), **spec.get("test", {}),
+                 "checkpoint": str(model_dir / exp / spec.get("checkpoint", "last.pth")),
+                 "out_dir": str(model_dir / exp / "bench_test"), "no_progress": True}
+    test = [sys.executable, str(CODE / "test.py"), *_flags(test_args)]
+    return exp, train, test
+
+
+def _summary(values: list[float]) -> str:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return "n/a"
+    return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+
+RESULT_KEYS = ("seed", "run_dir", "seconds", "mean", "train_command", "test_command")
+
+
+def _check_result(result: Any, path: Path) -> dict[str, Any]:
+    """One run's result as read from ``path``; a clear error when it is not one."""
+    if not isinstance(result, dict) or any(k not in result for k in RESULT_KEYS):
+        raise ConfigError(f"{path}: not a benchmark result (needs {', '.join(RESULT_KEYS)}); "
+                          "delete it to rerun that row")
+    return result
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """``bench_result.json`` of a finished run."""
+    try:
+        return _check_result(json.loads(path.read_text()), path)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); delete it "
+                          "to rerun that row") from None
+
+
+def _result_pairs(text: str, path: Path, hint: str,
+                  key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` of a results file's text (of its ``key`` part, when
+    the file holds one); a one-line error naming ``path`` otherwise."""
+    try:
+        data = json.loads(text)
+        if key is not None and isinstance(data, dict) and key in data:
+            data = data[key]
+        pairs = [(r["name"], s) for r in data["results"] for s in r["seeds"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a benchmark results file ({err}); {hint}") from None
+    return {(name, _check_result(s, path)["seed"]): s for name, s in pairs}
+
+
+def recorded_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` from an earlier ``results.json`` (empty if none)."""
+    if not path.exists():
+        return {}
+    return _result_pairs(path.read_text(), path, "move it away to start a new table")
+
+
+def imported_results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(row name, seed) -> result`` from a file given to ``--collect``: a ``results.json``
+    or a ``scripts/gpu_benchmark.py`` report (the runs under its ``table``)."""
+    if not path.is_file():
+        raise ConfigError(f"--collect {path}: file not found")
+    return _result_pairs(path.read_text(), path, "give a results.json or a "
+                         "scripts/gpu_benchmark.py report", key="table")
+
+
+def _val_curve(run: Path) -> tuple[list[int], list[float]]:
+    by_it = {row["iteration"]: row["val/dice"] for row in read_jsonl(run / "metrics.jsonl")
+             if "val/dice" in row and "iteration" in row}
+    its = sorted(by_it)
+    return its, [by_it[i] for i in its]
+
+
+TEACHER_METHODS = ("mt", "uamt", "cogrnet", "bcp")  # their checkpoints hold an EMA teacher
+
+
+def teacher_test_command(test: list[str]) -> list[str]:
+    """The test command of a row scored with the EMA teacher's weights (``--ema``), into
+    ``bench_test_ema`` beside the student's ``bench_test``."""
+    cmd = list(test)
+    k = cmd.index("--out_dir") + 1
+    cmd[k] = str(Path(cmd[k]).with_name("bench_test_ema"))
+    return cmd + ["--ema"]
+
+
+def _case_dice(summary_path: Path) -> dict[str, float] | None:
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    return {c["case"]: c["dice"] for c in summary["cases"] if "dice" in c}
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside (results files hold no
+    machine paths), else as given."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(REPO_ROOT)))
+    except ValueError:
+        return str(path)
+
+
+def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
+    """Fill what was not recorded from the run folder: the validation curve, the Dice per
+    scored case, and the teacher's scores (``bench_test_ema/summary.json``) when it was
+    tested; ``run_dir`` is kept relative to the repository when it lies inside."""
+    run = Path(result["run_dir"])
+    run = run if run.is_absolute() else REPO_ROOT / run
+    result["run_dir"] = repo_relative(run)
+    if "val_curve" not in result:
+        its, dice = _val_curve(run)
+        if its:
+            result["val_curve"] = {"iterations": its, "dice": dice}
+    if "case_dice" not in result:
+        cases = _case_dice(run / "bench_test" / "summary.json")
+        if cases:
+            result["case_dice"] = cases
+    ema = run / "bench_test_ema" / "summary.json"
+    if "mean_teacher" not in result and ema.is_file():
+        summary = json.loads(ema.read_text())
+        result["mean_teacher"] = {m: summary["mean"][m] for m in METRICS}
+        result["case_dice_teacher"] = _case_dice(ema)
+    return result
+
+
+def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: Dice of each scored case (columns) for each finished (row, seed), and
+    the teacher's where it was scored; empty when no run recorded its cases."""
+    runs = [(f"{r['name']} s{s['seed']}{tag}", str(s.get("threads", "-")), cases)
+            for r in results for s in r["seeds"]
+            for tag, cases in (("", s.get("case_dice")), (" teacher", s.get("case_dice_teacher")))
+            if cases]
+    if not runs:
+        return []
+    ids = sorted({c for _, _, cases in runs for c in cases})
+    no_cases = [f"{r['name']} s{s['seed']}" for r in results for s in r["seeds"]
+                if not s.get("case_dice")]
+    lines = ["", "Dice per case (case IDs shortened to their first 6 characters; *threads*: "
+             "the intra-op threads it trained with, `2+1` when resumed with another count; on "
+             "the CPU a run is bit-reproducible only at the same count):", "",
+             "| run | threads | " + " | ".join(c[:6] for c in ids) + " |",
+             "|---|---|" + "---|" * len(ids)]
+    for name, threads, cases in runs:
+        lines.append(f"| {name} | {threads} | " + " | ".join(
+            f"{cases[c]:.3f}" if c in cases else "-" for c in ids) + " |")
+    if no_cases:
+        lines += ["", f"Cases not recorded for: {', '.join(no_cases)} (run folders gone)."]
+    return lines
+
+
+def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
+                  command: str) -> None:
+    """``results.md``, ``results.json`` and ``val_dice.png`` (when some row has a
+    validation curve) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", {"spec": spec, "results": results})
+    lines = [f"# {spec.get('title', 'Benchmark')}", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; rows finished by "
+             "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
+             *([spec["notes"], ""] if spec.get("notes") else []),
+             "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
+             f"the cases of the scored list (`{spec.get('test', {}).get('split', 'test')}`), "
+             "then mean ± std over seeds when there are several.", "",
+             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | per-seed Dice | teacher Dice "
+             "| wall time (min) | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    missing = [r["name"] for r in results if not r["seeds"]]
+    for r in results:
+        if not r["seeds"]:
+            continue
+        cells = [_summary([s["mean"][m] for s in r["seeds"]]) for m in METRICS]
+        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
+        mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
+        dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
+        per_seed = ", ".join(f"{s['mean']['dice']:.3f}" for s in r["seeds"])
+        teacher = [s["mean_teacher"]["dice"] for s in r["seeds"] if "mean_teacher" in s]
+        t_cell = (_summary(teacher) + (f" ({len(teacher)} of {len(r['seeds'])})"
+                                       if len(teacher) < len(r["seeds"]) else "")
+                  if teacher else "-")
+        lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
+                     + f" | {per_seed} | {t_cell} | {wall:.1f}{mark} | {dates} |")
+    if any(s.get("resumed") for r in results for s in r["seeds"]):
+        lines += ["", "\\* resumed from a checkpoint: the wall time covers only the part after "
+                  "the resume."]
+    if any("mean_teacher" in s for r in results for s in r["seeds"]):
+        lines += ["", "Teacher Dice: the same checkpoint scored with its EMA teacher's weights "
+                  "(`test.py --ema`), a diagnostic beside the student's score."]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    lines += case_dice_table(results)
+    lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
+    for r in results:
+        if r["seeds"]:
+            lines += [f"- {r['name']}:", "  ```", f"  {r['seeds'][0]['train_command']}",
+                      f"  {r['seeds'][0]['test_command']}", "  ```"]
+    if spec.get("registration"):
+        lines += ["", "Coarse labels (once, before the rows):", "", "```",
+                  spec["registration"].get("command", ""), "```"]
+    curves = {r["name"]: r["seeds"][0]["val_curve"] for r in results
+              if r["seeds"] and r["seeds"][0].get("val_curve", {}).get("iterations")}
+    no_curve = [r["name"] for r in results if r["seeds"] and r["name"] not in curves]
+    if curves:
+        lines += ["", "![validation Dice](val_dice.png)"]
+    if no_curve:
+        lines += ["", f"No validation curve recorded for: {', '.join(no_curve)} (run without a "
+                  "validation list, or finished before curves were kept in results.json)."]
+    write_text_atomic(out / "results.md", "\n".join(lines + [""]))
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, curve in curves.items():
+        ax.plot(curve["iterations"], curve["dice"], marker=".", label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation Dice (fast protocol)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "val_dice.png", dpi=120)
+    plt.close(fig)
+
+
+def run_threads(run_dir: Path) -> str | None:
+    """The intra-op thread counts the run trained with, from its ``environment.jsonl`` (one
+    line per start; ``"2+1"`` when it was resumed with another count); ``None`` without it."""
+    counts: list[str] = []
+    for start in read_jsonl(run_dir / "environment.jsonl"):
+        t = str(start.get("threads", "?"))
+        if not counts or counts[-1] != t:
+            counts.append(t)
+    return "+".join(counts) or None
+
+
+def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
+            log: Path, env: dict[str, str] | None = None,
+            test_teacher: bool = False) -> dict[str, Any]:
+    """Train (resuming from ``last.pth`` if there is one) and test one (row, seed), and with
+    ``test_teacher`` test its EMA teacher too; its result, also written to
+    ``run_dir/bench_result.json``."""
+    print(f"{exp}: training", flush=True)
+    resume = ["--resume"] if (run_dir / "last.pth").exists() else []
+    seconds = _run(train + resume, log, env)
+    print(f"{exp}: testing", flush=True)
+    seconds += _run(test, log, env)
+    if test_teacher:
+        print(f"{exp}: testing the teacher", flush=True)
+        _run(teacher_test_command(test), log, env)  # not in the wall time: a diagnostic
+    summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
+    result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
+              "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
+              "threads": run_threads(run_dir) or (env or os.environ).get("OMP_NUM_THREADS",
+                                                                         "all cores"),
+              "mean": {m: summary["mean"][m] for m in METRICS},
+              "train_command": _short(train), "test_command": _short(test)}
+    write_json_atomic(run_dir / "bench_result.json", _with_curve(result))
+    return result
+
+
+def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, out: Path,
+                test_teacher: bool = False) -> None:
+    """Run the pending (row, seed) runs, ``jobs`` at a time, first seed of every row first;
+    after each finished run the table is rewritten (``write``), so a later failure or a
+    stopped session keeps it. A failed run is reported and the others go on.
+    ``test_teacher``: rows of a teacher method are also scored with the teacher."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be at least 1")
+    order = sorted(range(len(pending)), key=lambda i: (seeds.index(pending[i][1]), i))
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def one(i: int) -> None:
+        entry, seed, exp, train, test, run_dir = pending[i]
+        try:
+            result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
+                             thread_env(threads),
+                             test_teacher and entry["method"] in TEACHER_METHODS)
+        except ConfigError as err:
+            if jobs == 1:
+                raise
+            print(f"{exp}: failed: {err}", flush=True)
+            failures.append(exp)
+            return
+        with lock:
+            entry["seeds"] = sorted(entry["seeds"] + [result], key=lambda r: r["seed"])
+            write()
+
+    if jobs == 1:
+        for i in order:
+            one(i)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, order))
+    if failures:
+        raise ConfigError(f"{len(failures)} run(s) failed: {', '.join(failures)} (logs in "
+                          f"{out / 'logs'}); the table holds the others")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
+    add_out_dir(p, "folder for results.md/json and val_dice.png", "--out", dest="out",
+                required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the spec's)")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="only these row names (run and listed in the spec's order; default: "
+                        "every row)")
+    p.add_argument("--model_dir", default=str(MODEL_DIR),
+                   help="folder of the runs, each train.py's --out_root (default: model/ in "
+                        "the repository)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, each with cores/jobs threads (on 2 CPU cores two "
+                        "one-thread runs make 1.6x the iterations of one two-thread run, "
+                        "docs/PERFORMANCE.md); pending runs start in seed-major order: the "
+                        "first seed of every selected row before any second seed")
+    p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
+                   help="run nothing: write the table of the runs already finished, adding "
+                        "those recorded in the JSON files named (results.json files, or "
+                        "reports of scripts/gpu_benchmark.py; default: run the pending rows)")
+    add_debug(p)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    spec_path = Path(a.spec)
+    if not spec_path.is_file():
+        raise ConfigError(f"--spec {spec_path}: file not found")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--spec {spec_path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    seeds = a.seeds or spec.get("seeds", [1337])
+    rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
+    if a.rows and len(rows) != len(a.rows):
+        known = ", ".join(r["name"] for r in spec["rows"])
+        raise ConfigError(f"--rows: unknown row name(s); the spec has: {known}")
+    model_dir = Path(a.model_dir)
+    out = Path(a.out)
+    command = "python code/benchmark.py " + " ".join(
+        shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+
+    reg = spec.get("registration")
+    if reg:
+        reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
+                   "--out_dir", reg["out_dir"]]
+        reg["command"] = _short(reg_cmd)
+    uses_coarse = any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
+                      == "coarse" for r in rows)
+    if reg and uses_coarse and a.collect is None:
+        if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
+            print(f"registration -> {reg['out_dir']}", flush=True)
+            _run(reg_cmd, out / "logs" / "registration.log")
+
+    selected = {r["name"] for r in rows}
+    recorded = recorded_results(out / "results.json")
+    source = {key: out / "results.json" for key in recorded}
+    for path in map(Path, a.collect or []):
+        found = imported_results(path)
+        recorded.update(found)
+        source.update({key: path for key in found})
+    results, pending = [], []
+    for row in spec["rows"]:
+        entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
+                 "seeds": []}
+        results.append(entry)
+        row_seeds = sorted(set(seeds) | set(spec.get("seeds", []))
+                           | {s for (name, s) in recorded if name == row["name"]})
+        for seed in row_seeds:
+            exp, train, test = row_commands(spec, row, seed, model_dir)
+            run_dir = model_dir / exp
+            done = run_dir / "bench_result.json"
+            earlier = recorded.get((row["name"], seed))
+            if earlier is not None and earlier.get("train_command") != _short(train):
+                # the spec (or --model_dir) changed since: that number is not this row's
+                print(f"{exp}: {source[(row['name'], seed)]} records another training "
+                      "command (changed spec or --model_dir), left out", flush=True)
+                earlier = None
+            to_run = row["name"] in selected and seed in seeds
+            if done.exists():
+                result = read_result(done)
+                result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
+                result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
+                print(f"{exp}: done earlier", flush=True)
+            elif earlier is not None:
+                result = earlier
+                print(f"{exp}: recorded in {source[(row['name'], seed)]}", flush=True)
+            else:
+                if to_run and a.collect is not None:
+                    print(f"{exp}: not finished, left out", flush=True)
+                elif to_run:
+                    pending.append((entry, seed, exp, train, test, run_dir))
+                continue
+            entry["seeds"].append(_with_curve(result))
+    run_pending(pending, seeds, a.jobs, lambda: write_outputs(spec, results, out, command), out,
+                bool(spec.get("test_teacher")))
+    write_outputs(spec, results, out, command)
+    print(f"wrote {out / 'results.md'}")
+    return 0
