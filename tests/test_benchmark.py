@@ -93,6 +93,7 @@ def test_benchmark_keeps_recorded_rows_without_their_run_folders(tmp_path):
     seeds = json.loads((out / "results.json").read_text())["results"][0]["seeds"]
     assert seeds[0]["val_curve"] == {"iterations": [1, 2], "dice": [0.1, 0.2]}  # kept for the plot
     assert (out / "val_dice.png").stat().st_size > 0 and "![validation Dice]" in table
+    assert not (out / "case_dice.png").exists() and "![Dice per case]" not in table  # none recorded
 
     spec["rows"][1]["args"]["max_iteration"] = 3
     path.write_text(json.dumps(spec))
@@ -143,6 +144,7 @@ def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
     assert "| m s1 | 2+1 | 0.250 | 0.750 |" in table
     assert "| m s1 teacher | 2+1 | 0.500 | 0.875 |" in table
     assert "scored list (`val`)" in table
+    assert "![Dice per case](case_dice.png)" in table and (out / "case_dice.png").stat().st_size > 0
 
 
 def test_run_threads_reads_every_start_of_the_run(tmp_path):

@@ -7,7 +7,8 @@ when a row trains on coarse labels), a ``test`` block and the ``rows``; each row
 method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
 made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
 written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``
-and ``val_dice.png`` (validation Dice over iterations).
+``val_dice.png`` (validation Dice over iterations) and ``case_dice.png`` (the Dice of each
+scored case, every row side by side: a case that one method fails stands out).
 
 A (row, seed) is finished when its run folder holds ``bench_result.json`` or when the
 ``results.json`` already in ``--out_dir`` records it with the same training command; finished
@@ -40,6 +41,7 @@ from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError
 from cogrnet.fileio import read_jsonl, write_json_atomic, write_text_atomic
+from cogrnet.plotting import figure, save_figure
 
 #: the entry scripts a row runs (``code/train.py`` ...), the commands a user would type
 CODE = REPO_ROOT / "code"
@@ -247,8 +249,8 @@ def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
 
 def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
                   command: str) -> None:
-    """``results.md``, ``results.json`` and ``val_dice.png`` (when some row has a
-    validation curve) in ``out``."""
+    """``results.md``, ``results.json``, ``val_dice.png`` (when some row has a validation
+    curve) and ``case_dice.png`` (when some run recorded its Dice per case) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {"spec": spec, "results": results})
     lines = [f"# {spec.get('title', 'Benchmark')}", "",
@@ -301,24 +303,70 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     if no_curve:
         lines += ["", f"No validation curve recorded for: {', '.join(no_curve)} (run without a "
                   "validation list, or finished before curves were kept in results.json)."]
+    with_cases = [r for r in results if any(s.get("case_dice") for s in r["seeds"])]
+    if with_cases:
+        lines += ["", "![Dice per case](case_dice.png)"]
     write_text_atomic(out / "results.md", "\n".join(lines + [""]))
-    if not curves:
-        return
-    import matplotlib
+    if curves:
+        plot_val_curves(curves, out / "val_dice.png")
+    if with_cases:
+        plot_case_dice(with_cases, out / "case_dice.png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def plot_val_curves(curves: dict[str, dict[str, list]], path: Path) -> Path:
+    """One line per row: validation Dice (the trainer's fast protocol) over iterations."""
+    fig, ax = figure(1, (7.0, 4.2))
     for name, curve in curves.items():
         ax.plot(curve["iterations"], curve["dice"], marker=".", label=name)
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation Dice (fast protocol)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "val_dice.png", dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path, "validation Dice during training (first seed of each row)",
+                       dpi=120)
+
+
+def seed_label(name: str, with_cases: int, seeds: int) -> str:
+    """``"row (3 seeds)"``, or ``"row (2 of 3 seeds)"`` when some seeds have no per-case record."""
+    counted = f"{with_cases} of {seeds}" if with_cases < seeds else str(seeds)
+    return f"{name} ({counted} seed{'s' * (seeds > 1)})"
+
+
+def plot_case_dice(results: list[dict[str, Any]], path: Path) -> Path:
+    """Dice of each scored case (x) for each row, side by side within a case: a filled
+    marker for the students' mean over the seeds, small dots for the single seeds, an open
+    marker for the EMA teachers' mean where they were scored."""
+    ids = sorted({c for r in results for s in r["seeds"] for c in s.get("case_dice") or {}})
+    fig, ax = figure(1, (max(7.0, 1.1 * len(ids) + 3.0), 4.6))
+    import matplotlib.pyplot as plt  # after figure(): the Agg backend is set
+
+    colours = plt.get_cmap("tab20" if len(results) > 10 else "tab10")
+    width = 0.8 / len(results)
+    for k, r in enumerate(results):
+        x = np.arange(len(ids)) - 0.4 + width * (k + 0.5)
+        colour = colours(k % colours.N)
+        for key, marker in (("case_dice", "o"), ("case_dice_teacher", "D")):
+            runs = [s[key] for s in r["seeds"] if s.get(key)]
+            if not runs:
+                continue
+            per_seed = np.array([[run.get(c, np.nan) for c in ids] for run in runs])
+            if key == "case_dice":
+                for values in per_seed:
+                    ax.plot(x, values, ".", color=colour, alpha=0.45, markersize=4)
+            ax.plot(x, np.nanmean(per_seed, axis=0), marker, markersize=6, color=colour,
+                    markerfacecolor=colour if key == "case_dice" else "none",
+                    label=seed_label(r["name"], len(runs), len(r["seeds"]))
+                    if key == "case_dice" else None)
+    ax.set_xticks(np.arange(len(ids)), [c[:6] for c in ids], fontsize=8)
+    ax.set_xlim(-0.5, len(ids) - 0.5)
+    for edge in np.arange(len(ids) - 1) + 0.5:
+        ax.axvline(edge, color="0.85", linewidth=0.8)
+    ax.set_ylabel("Dice")
+    ax.set_xlabel("scored case (first 6 characters of its ID)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return save_figure(fig, path, "Dice per case: filled = student, mean over seeds; dots = "
+                       "single seeds; open diamond = EMA teacher, mean over seeds", dpi=120)
 
 
 def run_threads(run_dir: Path) -> str | None:

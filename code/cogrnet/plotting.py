@@ -1,5 +1,6 @@
-"""Slice pictures of ``(X, Y, Z)`` volumes with contours (matplotlib, Agg backend): the
-pieces of the registration stage's and the test stage's per-case PNGs."""
+"""Figures (matplotlib, Agg backend): slice pictures of ``(X, Y, Z)`` volumes with contours,
+the pieces of the registration stage's and the test stage's per-case PNGs, and the figure
+and saving helpers the benchmark tables' plots share."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,14 +19,15 @@ def label_centre(label: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(v)) for v in idx)  # type: ignore[return-value]
 
 
-def figure(n_panels: int) -> tuple[Any, Sequence[Any]]:
-    """A matplotlib figure (Agg backend) with ``n_panels`` side by side."""
+def figure(n_panels: int, panel_size: tuple[float, float] = (4.0, 4.4)) -> tuple[Any, Any]:
+    """A matplotlib figure (Agg backend) with ``n_panels`` side by side, each ``panel_size``
+    inches (width, height); the axes as an array, one ``Axes`` when ``n_panels`` is 1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n_panels, figsize=(4 * n_panels, 4.4))
+    fig, axes = plt.subplots(1, n_panels, figsize=(panel_size[0] * n_panels, panel_size[1]))
     return fig, axes
 
 
@@ -52,7 +54,7 @@ def draw_slice(ax: Any, image: np.ndarray, axis: int, index: int,
     ax.set_yticks([])
 
 
-def save_figure(fig: Any, path: str | Path, title: str) -> Path:
+def save_figure(fig: Any, path: str | Path, title: str, dpi: int = 90) -> Path:
     """Give ``fig`` its title, write it to ``path`` (folders made) and close it."""
     import matplotlib.pyplot as plt
 
@@ -60,6 +62,6 @@ def save_figure(fig: Any, path: str | Path, title: str) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
