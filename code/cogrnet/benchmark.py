@@ -6,7 +6,7 @@ The spec (JSON) holds ``common`` training arguments, a ``registration`` block (m
 when a row trains on coarse labels), a ``test`` block and the ``rows``; each row is a
 method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
 made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
-written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``
+written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``,
 ``val_dice.png`` (validation Dice over iterations) and ``case_dice.png`` (the Dice of each
 scored case, every row side by side: a case that one method fails stands out).
 
