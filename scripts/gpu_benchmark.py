@@ -352,7 +352,7 @@ def smoke_spec(spec: dict[str, Any], root: str, work: Path, seeds: list[int]) ->
 
 
 def _flags(args: dict[str, Any]) -> list[str]:
-    from benchmark import _flags as flags
+    from cogrnet.benchmark import _flags as flags
 
     return flags(args)
 
@@ -436,7 +436,7 @@ def run_table(a: argparse.Namespace, spec: dict[str, Any], spec_path: Path, work
               t0: float, deadline: float, report: dict[str, Any], save: Any) -> None:
     """The seeded table (see the module docstring) into ``report['table']`` and
     ``report['runs']``."""
-    from benchmark import row_commands
+    from cogrnet.benchmark import row_commands
 
     rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
     if a.rows and len(rows) != len(a.rows):

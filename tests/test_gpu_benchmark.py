@@ -78,7 +78,7 @@ def test_collect_names_a_bad_report_in_one_line(tmp_path):
 
 
 def test_gpu_spec_holds_the_cpu_rows_on_cuda(tmp_path):
-    from benchmark import row_commands
+    from cogrnet.benchmark import row_commands
 
     from cogrnet.training.config import parse_config
 
