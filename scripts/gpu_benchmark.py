@@ -52,6 +52,7 @@ except ImportError:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from cogrnet.benchmark import cli_flags, row_commands, uses_coarse  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
 from cogrnet.fileio import read_jsonl, write_json_atomic  # noqa: E402
 from cogrnet.train_config import TrainConfig  # noqa: E402
@@ -351,18 +352,6 @@ def smoke_spec(spec: dict[str, Any], root: str, work: Path, seeds: list[int]) ->
             "test": {"split": "test", "overlap": 0.5}, "rows": rows}
 
 
-def _flags(args: dict[str, Any]) -> list[str]:
-    from cogrnet.benchmark import _flags as flags
-
-    return flags(args)
-
-
-def uses_coarse(spec: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """Whether some row trains on the coarse labels."""
-    return any({**spec.get("common", {}), **r.get("args", {})}.get("label_source") == "coarse"
-               for r in rows)
-
-
 def preflight(spec: dict[str, Any], rows: list[dict[str, Any]], smoke: bool) -> None:
     """What the table needs, checked before any GPU time is spent; one-line errors."""
     try:
@@ -393,7 +382,7 @@ def make_coarse(spec: dict[str, Any], log: Path) -> None:
     reg = spec["registration"]
     if (Path(reg["out_dir"]) / "summary.json").is_file():
         return
-    cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
+    cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *cli_flags(reg["args"]),
            "--out_dir", reg["out_dir"]]
     with open(log, "w") as f:
         res = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
@@ -436,8 +425,6 @@ def run_table(a: argparse.Namespace, spec: dict[str, Any], spec_path: Path, work
               t0: float, deadline: float, report: dict[str, Any], save: Any) -> None:
     """The seeded table (see the module docstring) into ``report['table']`` and
     ``report['runs']``."""
-    from cogrnet.benchmark import row_commands
-
     rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
     if a.rows and len(rows) != len(a.rows):
         raise ConfigError(f"--rows: unknown row name(s); the spec has: "

@@ -49,7 +49,7 @@ CODE = REPO_ROOT / "code"
 METRICS = ("dice", "jaccard", "hd95", "asd")
 
 
-def _flags(args: dict[str, Any]) -> list[str]:
+def cli_flags(args: dict[str, Any]) -> list[str]:
     """``{"patch_size": [64, 64, 32], "amp": 0, "no_augment": true}`` -> CLI flags."""
     out: list[str] = []
     for k, v in args.items():
@@ -90,6 +90,13 @@ def _short(cmd: list[str]) -> str:
     return shlex.join(["python"] + [c for c in cmd[1:]]).replace(str(REPO_ROOT) + "/", "")
 
 
+def uses_coarse(spec: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether some of ``rows`` trains on the coarse labels (its own ``label_source`` or the
+    spec's ``common`` one)."""
+    return any({**spec.get("common", {}), **r.get("args", {})}.get("label_source") == "coarse"
+               for r in rows)
+
+
 def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
                  model_dir: Path) -> tuple[str, list[str], list[str]]:
     """The run name and the train / test commands of one (row, seed)."""
@@ -98,12 +105,12 @@ def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
                   "out_root": str(model_dir), "no_progress": True}
     if train_args.get("label_source") == "coarse":
         train_args["coarse_dir"] = spec["registration"]["out_dir"]
-    train = [sys.executable, str(CODE / "train.py"), *_flags(train_args)]
+    train = [sys.executable, str(CODE / "train.py"), *cli_flags(train_args)]
     test_args = {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
                  "lists_dir": train_args.get("lists_dir"), **spec.get("test", {}),
                  "checkpoint": str(model_dir / exp / spec.get("checkpoint", "last.pth")),
                  "out_dir": str(model_dir / exp / "bench_test"), "no_progress": True}
-    test = [sys.executable, str(CODE / "test.py"), *_flags(test_args)]
+    test = [sys.executable, str(CODE / "test.py"), *cli_flags(test_args)]
     return exp, train, test
 
 
@@ -491,12 +498,10 @@ def main(argv=None) -> int:
 
     reg = spec.get("registration")
     if reg:
-        reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *_flags(reg["args"]),
-                   "--out_dir", reg["out_dir"]]
+        reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"),
+                   *cli_flags(reg["args"]), "--out_dir", reg["out_dir"]]
         reg["command"] = _short(reg_cmd)
-    uses_coarse = any(r.get("args", {}).get("label_source", spec.get("common", {}).get("label_source"))
-                      == "coarse" for r in rows)
-    if reg and uses_coarse and a.collect is None:
+    if reg and uses_coarse(spec, rows) and a.collect is None:
         if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
             print(f"registration -> {reg['out_dir']}", flush=True)
             _run(reg_cmd, out / "logs" / "registration.log")
