@@ -46,6 +46,18 @@ def phantom_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def phantom_coarse(phantom_root, tmp_path_factory):
+    """Coarse labels of the first two phantom train cases, made by the registration CLI."""
+    from cogrnet.errors import run_cli
+
+    mod = load_script(CODE / "utils" / "registration.py")
+    out = tmp_path_factory.mktemp("coarse")
+    assert run_cli(mod.main, ["--dataset", "phantom", "--root_path", str(phantom_root), "--split",
+                              "train", "--labelnum", "2", "--out_dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def la_root() -> Path:
     """The real LA training root (``COGRNET_LA_ROOT``, default ``data/LA``); skips the test
     when its list or the first listed volume is absent (the lists alone are in the repo)."""

@@ -233,21 +233,6 @@ def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
     assert "resumed with threads 1 (before: 2): from here the run is not bit-identical" in log
 
 
-@pytest.fixture(scope="module")
-def phantom_coarse(phantom_root, tmp_path_factory):
-    """Coarse labels of the first two phantom train cases, made by the registration CLI."""
-    from cogrnet.errors import run_cli
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("registration_cli", CODE / "utils" / "registration.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = tmp_path_factory.mktemp("coarse")
-    assert run_cli(mod.main, ["--dataset", "phantom", "--root_path", str(phantom_root), "--split",
-                              "train", "--labelnum", "2", "--out_dir", str(out)]) == 0
-    return out
-
-
 @pytest.mark.parametrize("extra", [[], ["--coarse_mode", "two_stream"], ["--confidence_weighting"]])
 def test_coarse_label_modes(phantom_root, phantom_coarse, tmp_path, extra):
     t = _train(phantom_root, tmp_path, "c", "--coarse_dir", str(phantom_coarse), "--labelnum", "2",

@@ -40,6 +40,7 @@ import numpy as np
 from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError
+from cogrnet.evaluation.compare import paired_difference, seed_gap
 from cogrnet.fileio import read_jsonl, write_json_atomic, write_text_atomic
 from cogrnet.plotting import figure, save_figure
 
@@ -90,20 +91,69 @@ def _short(cmd: list[str]) -> str:
     return shlex.join(["python"] + [c for c in cmd[1:]]).replace(str(REPO_ROOT) + "/", "")
 
 
+#: the label sources read from the registration's output (``--coarse_dir``)
+REGISTRATION_LABELS = ("coarse", "slices")
+
+
+def row_args(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A row's training arguments: the spec's ``common`` ones updated by the row's own."""
+    return {**spec.get("common", {}), **row.get("args", {})}
+
+
 def uses_coarse(spec: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """Whether some of ``rows`` trains on the coarse labels (its own ``label_source`` or the
-    spec's ``common`` one)."""
-    return any({**spec.get("common", {}), **r.get("args", {})}.get("label_source") == "coarse"
-               for r in rows)
+    """Whether some of ``rows`` trains on the registration's output (``label_source``
+    coarse, or slices: the two annotated slices it stores)."""
+    return any(row_args(spec, r).get("label_source") in REGISTRATION_LABELS for r in rows)
+
+
+def _repo_path(path: str | None) -> str | None:
+    """A spec path as the row's commands see it (they run from the repository root)."""
+    return None if path is None else str(REPO_ROOT / path)
+
+
+def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str) -> None:
+    """The scored list is never trained on and never picks a checkpoint: for each row, no
+    scored ID is a training ID (the train list minus the row's validation list, labeled or
+    not), and when the scored cases are (some of) the row's validation list, the table scores
+    ``last.pth`` and a two-stage row hands over its last pre-training weights
+    (``handover: last``). A one-line :class:`ConfigError` naming the spec and row otherwise."""
+    from .data.dataset import find_list, read_list
+    from .methods.registry import method_class
+    from .training.data import validation_ids
+
+    split = spec.get("test", {}).get("split", "test")
+    for row in rows:
+        args = row_args(spec, row)
+        root, lists = _repo_path(args.get("root_path")) or ".", _repo_path(args.get("lists_dir"))
+        scored = set(read_list(find_list(root, split, lists)))
+        train = read_list(find_list(root, "train", lists))
+        val, _ = validation_ids(root, lists, str(args.get("val_list", "auto")), train)
+        trained = [i for i in train if i not in set(val) and i in scored]
+        name = f"{where}: row {row['name']}"
+        if trained:
+            raise ConfigError(f"{name} trains on {len(trained)} of the {len(scored)} scored "
+                              f"cases (list '{split}', e.g. {trained[0]}): a scored case must "
+                              "lie outside the training IDs (make it the row's val_list)")
+        if not scored & set(val):
+            continue
+        checkpoint = spec.get("checkpoint", "last.pth")
+        if checkpoint != "last.pth":
+            raise ConfigError(f"{name}: scores {checkpoint}, chosen on its validation list, "
+                              f"which holds scored cases (list '{split}'); score last.pth")
+        method = method_class(args.get("method", "cogrnet"))
+        if method.two_stage and args.get("handover", "best") != "last":
+            raise ConfigError(f"{name}: self-training would start from the pre-training "
+                              "checkpoint chosen on a validation list that holds scored cases "
+                              f"(list '{split}'); give the row \"handover\": \"last\"")
 
 
 def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
                  model_dir: Path) -> tuple[str, list[str], list[str]]:
     """The run name and the train / test commands of one (row, seed)."""
     exp = f"{spec['prefix']}_{row['name']}_s{seed}"
-    train_args = {**spec.get("common", {}), **row.get("args", {}), "seed": seed, "exp": exp,
+    train_args = {**row_args(spec, row), "seed": seed, "exp": exp,
                   "out_root": str(model_dir), "no_progress": True}
-    if train_args.get("label_source") == "coarse":
+    if train_args.get("label_source") in REGISTRATION_LABELS:
         train_args["coarse_dir"] = spec["registration"]["out_dir"]
     train = [sys.executable, str(CODE / "train.py"), *cli_flags(train_args)]
     test_args = {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
@@ -229,6 +279,114 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def headline(result: dict[str, Any], method: str, teacher_first: bool) -> str:
+    """The key of a run's headline scores: ``"teacher"`` for a teacher method's run when the
+    spec's headline is the teacher (its scores ``mean_teacher`` / ``case_dice_teacher``),
+    else ``""`` (``mean`` / ``case_dice``: the student, or the only model)."""
+    return "teacher" if teacher_first and method in TEACHER_METHODS else ""
+
+
+def _scores(result: dict[str, Any], which: str) -> tuple[dict[str, float] | None,
+                                                          dict[str, float] | None]:
+    """``(mean metrics, Dice per case)`` of a run's ``which`` model (:func:`headline`)."""
+    suffix = "_teacher" if which == "teacher" else ""
+    return result.get("mean" + suffix), result.get("case_dice" + suffix)
+
+
+def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]:
+    """The table's rows: the headline model's metrics (module docs), the per-seed Dice, the
+    other model's Dice and, for teacher-first tables, the teacher-student gap."""
+    other = "student Dice | teacher − student" if teacher_first else "teacher Dice"
+    lines = [f"| row | method | seeds | Dice | Jaccard | HD95 | ASD | per-seed Dice | {other} "
+             "| wall time (min) | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * teacher_first]
+    for r in results:
+        if not r["seeds"]:
+            continue
+        key = headline(r["seeds"][0], r["method"], teacher_first)
+        heads = [_scores(s, key)[0] for s in r["seeds"]]
+        scored = [h for h in heads if h]
+        cells = [_summary([h[m] for h in scored]) for m in METRICS]
+        if len(scored) < len(r["seeds"]):
+            cells[0] += f" ({len(scored)} of {len(r['seeds'])})"
+        per_seed = ", ".join(f"{h['dice']:.3f}" if h else "-" for h in heads)
+        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
+        mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
+        dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
+        lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
+                     + f" | {per_seed} | {_other_cells(r, key, teacher_first)} | "
+                     f"{wall:.1f}{mark} | {dates} |")
+    return lines
+
+
+def _other_cells(r: dict[str, Any], key: str, teacher_first: bool) -> str:
+    """The cells beside the headline: the teacher's Dice (student-first tables), or the
+    student's Dice and the teacher-student gap (teacher-first tables; ``-`` for ``sup``)."""
+    if teacher_first and key != "teacher":
+        return "- | -"
+    if teacher_first:
+        student = _summary([s["mean"]["dice"] for s in r["seeds"]])
+        pairs = [(s["case_dice_teacher"], s["case_dice"]) for s in r["seeds"]
+                 if s.get("case_dice_teacher") and s.get("case_dice")]
+        if not pairs:
+            return f"{student} | -"
+        gap, se, n = seed_gap([t for t, _ in pairs], [u for _, u in pairs])
+        return f"{student} | {gap:+.4f}" + (f" ± {se:.4f}" if n > 1 else "")
+    teacher = [s["mean_teacher"]["dice"] for s in r["seeds"] if "mean_teacher" in s]
+    if not teacher:
+        return "-"
+    return _summary(teacher) + (f" ({len(teacher)} of {len(r['seeds'])})"
+                                if len(teacher) < len(r["seeds"]) else "")
+
+
+def comparison_table(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines for the spec's ``comparisons`` (``{"a": row, "b": row, "target":
+    margin}``: the pre-registered target is mean(A - B) >= margin, with a standard error of
+    at most the spec's ``max_se``; ``"target": null`` for a secondary comparison): the mean paired per-case difference of the headline
+    models and its standard error (:mod:`cogrnet.evaluation.compare`); empty without any."""
+    wanted = spec.get("comparisons") or []
+    if not wanted:
+        return []
+    teacher_first = spec.get("headline") == "teacher"
+    by_name = {r["name"]: r for r in results}
+    max_se = spec.get("max_se")
+
+    def runs(name: str) -> list[dict[str, float]]:
+        r = by_name.get(name)
+        if r is None:
+            raise ConfigError(f"comparison names row '{name}', which the spec does not have")
+        key = headline(r["seeds"][0], r["method"], teacher_first) if r["seeds"] else ""
+        return [c for c in (_scores(s, key)[1] for s in r["seeds"]) if c]
+
+    lines = ["", "Paired comparisons (pre-registered; headline models; *D* = mean over the "
+             "scored cases of the per-case difference of the seed means, A − B; *SE* = "
+             "sqrt(SE_cases² + SE_seeds²), SE_cases = sd of the per-case differences / "
+             "sqrt(cases), SE_seeds² = var of A's per-seed means / seeds of A + the same for "
+             "B; conservative, `cogrnet.evaluation.compare`):", "",
+             "| A − B | cases | seeds A / B | D | SE | SE cases | SE seeds | target | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in wanted:
+        a, b, margin = runs(c["a"]), runs(c["b"]), c.get("target")
+        target = ("- (secondary)" if margin is None
+                  else f"D ≥ {margin:+.2f}" + (f", SE ≤ {max_se}" if max_se else ""))
+        if not a or not b:
+            lines.append(f"| {c['a']} − {c['b']} | - | {len(a)} / {len(b)} | - | - | - | - "
+                         f"| {target} | not run yet |")
+            continue
+        d = paired_difference(a, b)
+        met = margin is not None and d.mean >= margin and (not max_se or d.se <= max_se)
+        verdict = ("-" if margin is None else "met" if met else "missed") + (
+            "" if len(a) > 1 and len(b) > 1 else " (one seed: SE seeds unknown)")
+        lines.append(f"| {c['a']} − {c['b']} | {d.cases} | {d.seeds_a} / {d.seeds_b} | "
+                     f"{d.mean:+.4f} | {_num(d.se)} | {_num(d.se_cases)} | {_num(d.se_seeds)} "
+                     f"| {target} | {verdict} |")
+    return lines
+
+
+def _num(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.4f}"
+
+
 def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: Dice of each scored case (columns) for each finished (row, seed), and
     the teacher's where it was scored; empty when no run recorded its cases."""
@@ -260,39 +418,30 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     curve) and ``case_dice.png`` (when some run recorded its Dice per case) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {"spec": spec, "results": results})
+    teacher_first = spec.get("headline") == "teacher"
     lines = [f"# {spec.get('title', 'Benchmark')}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; rows finished by "
              "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
              *([spec["notes"], ""] if spec.get("notes") else []),
              "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
              f"the cases of the scored list (`{spec.get('test', {}).get('split', 'test')}`), "
-             "then mean ± std over seeds when there are several.", "",
-             "| row | method | seeds | Dice | Jaccard | HD95 | ASD | per-seed Dice | teacher Dice "
-             "| wall time (min) | measured |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "then mean ± std over seeds when there are several.", ""]
+    lines += _main_table(results, teacher_first)
     missing = [r["name"] for r in results if not r["seeds"]]
-    for r in results:
-        if not r["seeds"]:
-            continue
-        cells = [_summary([s["mean"][m] for s in r["seeds"]]) for m in METRICS]
-        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
-        mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
-        dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
-        per_seed = ", ".join(f"{s['mean']['dice']:.3f}" for s in r["seeds"])
-        teacher = [s["mean_teacher"]["dice"] for s in r["seeds"] if "mean_teacher" in s]
-        t_cell = (_summary(teacher) + (f" ({len(teacher)} of {len(r['seeds'])})"
-                                       if len(teacher) < len(r["seeds"]) else "")
-                  if teacher else "-")
-        lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
-                     + f" | {per_seed} | {t_cell} | {wall:.1f}{mark} | {dates} |")
     if any(s.get("resumed") for r in results for s in r["seeds"]):
         lines += ["", "\\* resumed from a checkpoint: the wall time covers only the part after "
                   "the resume."]
-    if any("mean_teacher" in s for r in results for s in r["seeds"]):
+    if teacher_first:
+        lines += ["", "Headline (pre-registered): a teacher method's EMA teacher, last weights "
+                  "(`test.py --ema`); `sup` its last weights. *student Dice*: the same "
+                  "checkpoint's student; *teacher − student*: mean ± standard error over seeds "
+                  "of the per-seed gap."]
+    elif any("mean_teacher" in s for r in results for s in r["seeds"]):
         lines += ["", "Teacher Dice: the same checkpoint scored with its EMA teacher's weights "
                   "(`test.py --ema`), a diagnostic beside the student's score."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
+    lines += comparison_table(spec, results)
     lines += case_dice_table(results)
     lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
     for r in results:
@@ -457,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
     add_out_dir(p, "folder for results.md/json and val_dice.png", "--out", dest="out",
                 required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the spec's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run these seeds of every selected row (default: each row's own "
+                        "'seeds', else the spec's)")
     p.add_argument("--rows", nargs="+", default=None,
                    help="only these row names (run and listed in the spec's order; default: "
                         "every row)")
@@ -486,7 +637,7 @@ def main(argv=None) -> int:
         spec = json.loads(spec_path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"--spec {spec_path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    seeds = a.seeds or spec.get("seeds", [1337])
+    default_seeds = spec.get("seeds", [1337])
     rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
     if a.rows and len(rows) != len(a.rows):
         known = ", ".join(r["name"] for r in spec["rows"])
@@ -506,6 +657,8 @@ def main(argv=None) -> int:
             print(f"registration -> {reg['out_dir']}", flush=True)
             _run(reg_cmd, out / "logs" / "registration.log")
 
+    if a.collect is None:  # a table that runs something keeps its scored list untouched
+        check_isolation(spec, rows, f"--spec {spec_path}")
     selected = {r["name"] for r in rows}
     recorded = recorded_results(out / "results.json")
     source = {key: out / "results.json" for key in recorded}
@@ -518,7 +671,9 @@ def main(argv=None) -> int:
         entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
                  "seeds": []}
         results.append(entry)
-        row_seeds = sorted(set(seeds) | set(spec.get("seeds", []))
+        planned = row.get("seeds", default_seeds)  # a row's own seeds, else the spec's
+        wanted = a.seeds or planned
+        row_seeds = sorted(set(wanted) | set(planned)
                            | {s for (name, s) in recorded if name == row["name"]})
         for seed in row_seeds:
             exp, train, test = row_commands(spec, row, seed, model_dir)
@@ -530,7 +685,7 @@ def main(argv=None) -> int:
                 print(f"{exp}: {source[(row['name'], seed)]} records another training "
                       "command (changed spec or --model_dir), left out", flush=True)
                 earlier = None
-            to_run = row["name"] in selected and seed in seeds
+            to_run = row["name"] in selected and seed in wanted
             if done.exists():
                 result = read_result(done)
                 result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
@@ -546,8 +701,8 @@ def main(argv=None) -> int:
                     pending.append((entry, seed, exp, train, test, run_dir))
                 continue
             entry["seeds"].append(_with_curve(result))
-    run_pending(pending, seeds, a.jobs, lambda: write_outputs(spec, results, out, command), out,
-                bool(spec.get("test_teacher")))
+    run_pending(pending, sorted({p[1] for p in pending}), a.jobs, lambda: write_outputs(spec, results, out, command), out,
+                bool(spec.get("test_teacher")) or spec.get("headline") == "teacher")
     write_outputs(spec, results, out, command)
     print(f"wrote {out / 'results.md'}")
     return 0

@@ -18,15 +18,19 @@ from .config import MODEL_DIR
 from .errors import ConfigError
 
 
+#: the labels a labeled case trains on (``--label_source``)
+LABEL_SOURCES = ("coarse", "full", "slices")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # ---------------------------------------------------------------- data
     dataset: str = "la"                  # preset name (cogrnet.config.PRESETS)
     root_path: str = ""                  # folder of <ID>/mri_norm2.h5 (or <ID>.h5)
     lists_dir: str | None = None         # extra folder holding train/val/test lists
-    coarse_dir: str | None = None        # registration.py's output (label_source coarse)
+    coarse_dir: str | None = None        # registration.py's output (label_source coarse/slices)
     labelnum: int = 0                    # the first N train IDs are labeled
-    label_source: str = "coarse"         # labels of the labeled cases: coarse | full
+    label_source: str = "coarse"         # labels of the labeled cases: coarse | full | slices
     coarse_mode: str = "fused"           # fused | two_stream (the reference's two label sets)
     confidence_weighting: bool = False   # weight labeled voxels by the confidence map
     val_list: str = "auto"               # auto | none | split name | list path
@@ -46,7 +50,8 @@ class TrainConfig:
     base_lr: float = 0.01                # SGD learning rate
     momentum: float = 0.9                # SGD momentum
     weight_decay: float = 1e-4           # SGD weight decay
-    lr_step: int = 2500                  # lr x lr_gamma every lr_step iterations
+    lr_step: int = 2500                  # lr x lr_gamma every lr_step iterations of a stage
+    pre_lr_step: int | None = None       # the pre-training stage's lr_step (None: lr_step)
     lr_gamma: float = 0.1
     ema_decay: float = 0.99              # EMA teacher decay
     u_weight: float = 0.5                # copy-paste: weight of the unlabeled region
@@ -58,8 +63,9 @@ class TrainConfig:
     dice: str = "pooled_squared"         # soft-Dice form: pooled_squared | per_sample_linear
     student_forwards: int = 1            # copy-paste self-training: 1 over [X1, X2], or 2
     consistency: float = 0.1             # mt/uamt consistency weight
-    consistency_rampup: float = 0.4      # mt/uamt ramp-up, fraction of max_iteration
+    consistency_rampup: float = 1.0      # mt/uamt ramp-up, fraction of max_iteration (UA-MT: all)
     uamt_passes: int = 8                 # uamt stochastic teacher passes T
+    handover: str = "best"               # two-stage: stage 2 starts from pre-training's best | last
     seed: int = 1337
     skip_nonfinite: bool = False         # skip non-finite steps instead of stopping
     # ---------------------------------------------------------------- run

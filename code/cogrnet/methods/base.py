@@ -17,7 +17,8 @@ class Stage:
     """One training stage. ``unlabeled``: the batches carry unlabeled patches;
     ``teacher``: an EMA teacher is kept (created from the student at the stage start);
     ``ema_warmup``: the teacher's decay ramps up from 0 (UA-MT, a teacher trained from
-    scratch) instead of being constant from the first step (a pre-trained teacher)."""
+    scratch) instead of being constant from the first step (a pre-trained teacher);
+    ``lr_step``: the stage's own step of the lr schedule (``None``: ``--lr_step``)."""
 
     name: str
     iterations: int
@@ -25,6 +26,7 @@ class Stage:
     teacher: bool
     best_name: str = "best.pth"
     ema_warmup: bool = True
+    lr_step: int | None = None
 
 
 @dataclass

@@ -74,7 +74,7 @@ class CoGRNet(Method):
     def stages(self) -> list[Stage]:
         c = self.cfg
         return [Stage("pre", c.pre_max_iteration, unlabeled=False, teacher=False,
-                      best_name="pretrain_best.pth"),
+                      best_name="pretrain_best.pth", lr_step=c.pre_lr_step),
                 # the teacher starts as the pre-trained weights, constant decay from step one
                 Stage("self", c.self_max_iteration, unlabeled=True, teacher=True,
                       ema_warmup=False)]

@@ -28,6 +28,10 @@ class MeanTeacher(Method):
         return [Stage("train", self.cfg.max_iteration, unlabeled=True, teacher=True)]
 
     def consistency_weight(self, it: int) -> float:
+        """``consistency * sigmoid_rampup(it, consistency_rampup * max_iteration)``: with the
+        default fraction 1.0 the weight ramps over the whole run, as in UA-MT's LA code
+        (``sigmoid_rampup(iter // 150, 40)`` over its 6000 iterations, here without the
+        150-iteration steps)."""
         rampup = self.cfg.consistency_rampup * self.cfg.max_iteration
         return self.cfg.consistency * sigmoid_rampup(it, rampup)
 
@@ -75,6 +79,11 @@ class UAMT(MeanTeacher):
         teacher.train(was_training)
         mean = torch.stack(probs).mean(0)
         entropy = -(mean * torch.log(mean + 1e-6)).sum(1)
-        ramp = sigmoid_rampup(ctx.iteration, self.cfg.consistency_rampup * self.cfg.max_iteration)
-        threshold = (0.75 + 0.25 * ramp) * math.log(mean.shape[1])
-        return probs[0], entropy < threshold
+        return probs[0], entropy < self.uncertainty_threshold(ctx.iteration, mean.shape[1])
+
+    def uncertainty_threshold(self, it: int, num_classes: int) -> float:
+        """The entropy below which a voxel counts: ``(0.75 + 0.25 * sigmoid_rampup(it,
+        max_iteration)) * ln(num_classes)``, ramped over the whole run as in UA-MT's code
+        (whatever ``--consistency_rampup`` says)."""
+        ramp = sigmoid_rampup(it, self.cfg.max_iteration)
+        return (0.75 + 0.25 * ramp) * math.log(num_classes)

@@ -21,7 +21,7 @@ from ..networks import network_config
 from ..cli import add_amp, add_debug, add_device, add_progress, add_switch, add_workers
 from ..cli import parser as cli_parser
 from ..runtime import add_speed_arguments, check_compile, speed_settings
-from ..train_config import DEFAULTS, TrainConfig
+from ..train_config import DEFAULTS, LABEL_SOURCES, TrainConfig
 
 
 def _ratio(text: str) -> str | float:
@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--coarse_dir", help="coarse labels for --label_source coarse: the output of "
                         "code/utils/registration.py (default: none)")
     d.add_argument("--labelnum", type=int, help="first N train IDs are labeled (default: the preset's)")
-    d.add_argument("--label_source", choices=("coarse", "full"), default=DEFAULTS.label_source,
-                   help="labels of the labeled cases (bcp without --coarse_dir: full)")
+    d.add_argument("--label_source", choices=LABEL_SOURCES, default=DEFAULTS.label_source,
+                   help="labels of the labeled cases: coarse (the registration's 3D labels), "
+                        "full (the dense ground truth), slices (only the two annotated slices "
+                        "of --coarse_dir: the loss ignores every other voxel, nnU-Net's "
+                        "'ignore' label); bcp without --coarse_dir: full")
     d.add_argument("--coarse_mode", choices=("fused", "two_stream"), default=DEFAULTS.coarse_mode,
                    help="fused label, or the reference's plane-A / plane-B label sets")
     d.add_argument("--confidence_weighting", action="store_true",
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
     o.add_argument("--weight_decay", type=float, default=DEFAULTS.weight_decay, help="SGD weight decay")
     o.add_argument("--lr_step", type=int, default=DEFAULTS.lr_step, help="lr x lr_gamma every N iterations")
+    o.add_argument("--pre_lr_step", type=int, default=None,
+                   help="two-stage methods: --lr_step of the pre-training stage (default: "
+                        "--lr_step); both count iterations from the start of their stage")
     o.add_argument("--lr_gamma", type=float, default=DEFAULTS.lr_gamma, help="lr factor of --lr_step")
     o.add_argument("--ema_decay", type=float, default=DEFAULTS.ema_decay, help="EMA teacher decay")
     o.add_argument("--u_weight", type=float, default=DEFAULTS.u_weight, help="weight of the unlabeled region")
@@ -113,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep all pseudo-label components (default: largest only)")
     o.add_argument("--consistency", type=float, default=DEFAULTS.consistency, help="mt/uamt weight")
     o.add_argument("--consistency_rampup", type=float, default=DEFAULTS.consistency_rampup,
-                   help="mt/uamt ramp-up length as a fraction of max_iteration")
+                   help="mt/uamt consistency ramp-up length as a fraction of max_iteration "
+                        "(1.0: the whole run, as UA-MT's code; the uamt uncertainty threshold "
+                        "always ramps over the whole run)")
     o.add_argument("--uamt_passes", type=int, default=DEFAULTS.uamt_passes, help="uamt stochastic passes T")
+    o.add_argument("--handover", choices=("best", "last"), default=DEFAULTS.handover,
+                   help="two-stage methods: self-training starts from the pre-training "
+                        "checkpoint chosen on the validation list (best) or from its last "
+                        "weights (last: nothing is selected on the validation list)")
     o.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     o.add_argument("--skip_nonfinite", action="store_true",
                    help="skip steps with a non-finite loss instead of stopping")
@@ -194,6 +206,25 @@ def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]
                     "median_shape": median}
 
 
+def _check_labels(args: argparse.Namespace, method: type[Method]) -> None:
+    """The label and schedule flags that do not go together (one-line errors)."""
+    if args.label_source == "slices":
+        if args.coarse_mode == "two_stream":
+            raise ConfigError("--label_source slices trains on the two annotated slices only; "
+                              "--coarse_mode two_stream needs the propagated label sets")
+        if args.confidence_weighting:
+            raise ConfigError("--label_source slices already weights the labeled voxels (1 on "
+                              "the two annotated slices, 0 elsewhere); drop "
+                              "--confidence_weighting")
+    if args.pre_lr_step is not None and not method.two_stage:
+        raise ConfigError(f"--pre_lr_step is for two-stage methods; {args.method} has one "
+                          "stage: use --lr_step")
+    for name in ("lr_step", "pre_lr_step"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} {value}: must be at least 1")
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The one place a run's configuration is made: preset defaults, the method's own
     defaults and rules (:meth:`cogrnet.methods.base.Method.configure`), and the checks that
@@ -206,6 +237,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if not method.two_stage and (args.pre_max_iteration is not None or args.self_max_iteration is not None):
         raise ConfigError(f"--pre_max_iteration/--self_max_iteration are for two-stage methods; "
                           f"{args.method} takes --max_iteration")
+    _check_labels(args, method)
     patch = list(args.patch_size or preset.patch_size)
     bad = [p for p in patch if p < 16 or p % 16]
     if bad:
@@ -231,13 +263,13 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         labeled_bs=args.labeled_bs if args.labeled_bs is not None else method.defaults.labeled_bs,
         pre_max_iteration=pre, self_max_iteration=slf, max_iteration=max_it,
         base_lr=args.base_lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        lr_step=args.lr_step, lr_gamma=args.lr_gamma, ema_decay=args.ema_decay,
+        lr_step=args.lr_step, pre_lr_step=args.pre_lr_step, lr_gamma=args.lr_gamma, ema_decay=args.ema_decay,
         u_weight=args.u_weight, fa_ratio=args.fa_ratio, fa_ratio_range=list(args.fa_ratio_range),
         pre_fa_ratio=float(args.pre_fa_ratio), pseudo_lcc=not args.no_pseudo_lcc,
         pre_mix_directions=args.pre_mix_directions, dice=args.dice,
         student_forwards=args.student_forwards,
         consistency=args.consistency, consistency_rampup=args.consistency_rampup,
-        uamt_passes=args.uamt_passes, seed=args.seed,
+        uamt_passes=args.uamt_passes, handover=args.handover, seed=args.seed,
         skip_nonfinite=args.skip_nonfinite,
         exp=args.exp or f"{preset.name}_{args.method}", out_root=args.out_root,
         device=args.device, amp=None if args.amp is None else bool(args.amp),

@@ -39,20 +39,8 @@ def resolve_split(store: CaseStore, cfg: TrainConfig) -> RunSplit:
                  f"schedule {_schedule(cfg)}")
     train = store.split("train", lists_dir)
     val_arg = str(cfg.val_list)
-    if val_arg == "none":
-        val, source = [], "none"
-    elif val_arg == "auto":
-        try:
-            path = find_list(store.root, "val", lists_dir)
-            val, source = store.check_ids(read_list(path), str(path)), str(path)
-        except DataError as err:
-            if "no list file found" not in str(err):
-                raise
-            k = max(1, round(0.1 * len(train)))
-            val, source = train[-k:], f"last {k} IDs of the train list"
-    else:
-        path = find_list(store.root, val_arg, lists_dir)
-        val, source = store.check_ids(read_list(path), str(path)), str(path)
+    val, source = validation_ids(store.root, lists_dir, val_arg, train)
+    val = store.check_ids(val, source)
     unlabeled_val = [i for i in val if not store.has_label(i)]
     if unlabeled_val and val_arg == "auto":
         LOG.info(f"validation: {len(unlabeled_val)} of the {len(val)} validation case(s) "
@@ -81,6 +69,26 @@ def resolve_split(store: CaseStore, cfg: TrainConfig) -> RunSplit:
     return RunSplit(labeled, unlabeled, val, source)
 
 
+def validation_ids(root: str | Path, lists_dir: str | Path | None, val_arg: str,
+                   train: list[str]) -> tuple[list[str], str]:
+    """``(IDs, source)`` of ``--val_list`` from the list files alone: ``none`` -> no IDs;
+    ``auto`` -> ``val.list`` beside the lists, else the last 10% of ``train``; else the
+    named split or list path."""
+    if val_arg == "none":
+        return [], "none"
+    if val_arg == "auto":
+        try:
+            path = find_list(root, "val", lists_dir)
+        except DataError as err:
+            if "no list file found" not in str(err):
+                raise
+            k = max(1, round(0.1 * len(train)))
+            return train[-k:], f"last {k} IDs of the train list"
+    else:
+        path = find_list(root, val_arg, lists_dir)
+    return read_list(path), str(path)
+
+
 def _schedule(cfg: TrainConfig) -> str:
     """The iteration schedule of a resolved config, in words."""
     if cfg.max_iteration is not None:
@@ -91,7 +99,7 @@ def _schedule(cfg: TrainConfig) -> str:
 
 def labeled_volumes(store: CaseStore, ids: list[str], cfg: TrainConfig) -> list[TrainVolume]:
     """Labeled volumes with targets ``label`` (+ ``label_b`` in two-stream coarse mode,
-    + ``weight`` when confidence weighting is on)."""
+    + ``weight`` when confidence weighting is on or with ``--label_source slices``)."""
     out = []
     source = cfg.label_source
     for case_id in ids:
@@ -105,6 +113,9 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: TrainConfig) -> list[
         case = store.get(case_id, with_label=False)
         coarse = read_coarse_label(cfg.coarse_dir, case_id, expected_shape=case.shape)
         targets: dict[str, np.ndarray] = {}
+        if source == "slices":
+            out.append(TrainVolume(case_id, case.image, slice_targets(coarse, case_id, cfg)))
+            continue
         if cfg.coarse_mode == "two_stream":
             # the reference's two label sets: each plane's propagated label with the other
             # plane's annotated slice pasted in
@@ -122,6 +133,30 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: TrainConfig) -> list[
             targets["weight"] = coarse.weight.astype(np.float32)
         out.append(TrainVolume(case_id, case.image, targets))
     return out
+
+
+def slice_mask(shape: tuple[int, ...], axes: tuple[int, ...],
+               indices: tuple[int, ...]) -> np.ndarray:
+    """float32 ``shape`` mask, 1 on the annotated slices (``indices[k]`` along ``axes[k]``),
+    0 elsewhere: the per-voxel weight of ``--label_source slices``."""
+    mask = np.zeros(shape, np.float32)
+    for axis, index in zip(axes, indices):
+        mask[tuple(index if k == axis else slice(None) for k in range(len(shape)))] = 1.0
+    return mask
+
+
+def slice_targets(coarse, case_id: str, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """``--label_source slices``: the annotation (the two painted slices, 0 elsewhere) as
+    ``label`` and :func:`slice_mask` as ``weight``, so that every loss on the labeled
+    volume counts its two annotated slices only (the other voxels are ignored, not
+    background); the weight travels through crops, flips and mixing with the label."""
+    from ..annotation.io import coarse_path
+
+    where = coarse_path(cfg.coarse_dir, case_id)
+    annotation = coarse.annotation
+    require_foreground(annotation, where, "'annotation'", LABELED_NEEDS)
+    return {"label": annotation.astype(np.uint8),
+            "weight": slice_mask(annotation.shape, coarse.axes, coarse.indices)}
 
 
 def check_val_cases(store: CaseStore, ids: list[str]) -> None:
@@ -145,10 +180,10 @@ def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:
 
 
 def check_coarse_dir(cfg: TrainConfig) -> None:
-    if cfg.label_source == "coarse":
+    if cfg.label_source in ("coarse", "slices"):
         d = cfg.coarse_dir
         if not d:
-            raise ConfigError("--coarse_dir is required with --label_source coarse "
+            raise ConfigError(f"--coarse_dir is required with --label_source {cfg.label_source} "
                               "(make it with code/utils/registration.py)")
         if not Path(d).is_dir():
             raise ConfigError(f"--coarse_dir {d}: folder not found "

@@ -82,6 +82,14 @@ def _iteration_seed(seed: int, iteration: int) -> int:
     return int(np.random.default_rng([seed, 7, iteration]).integers(0, 2 ** 62))
 
 
+def stage_lr(cfg: TrainConfig, stage: Stage, it: int) -> float:
+    """The step schedule: ``base_lr * lr_gamma ** (it // step)``, ``it`` counted from the
+    stage's start (a fresh optimizer per stage, as the reference), ``step`` the stage's own
+    (``--pre_lr_step`` for pre-training) or ``--lr_step``."""
+    step = stage.lr_step if stage.lr_step is not None else cfg.lr_step
+    return cfg.base_lr * cfg.lr_gamma ** (it // step)
+
+
 def _prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir = writable_dir(Path(cfg.out_root) / cfg.exp, "--out_root/--exp")
     has_run = (run_dir / LAST).exists()
@@ -443,11 +451,17 @@ class Trainer:
         LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
 
     def _enter_stage(self, k: int, stage: Stage, student, state: dict[str, Any]):
-        """Fresh optimizer; a later stage starts from the previous stage's best weights; a
-        teacher stage starts its teacher as a copy of the student."""
+        """Fresh optimizer; a later stage starts from the previous stage's best weights
+        (``--handover best``) or goes on from its last ones (``last``: the student holds
+        them, also when resumed from the previous stage's final ``last.pth``); a teacher
+        stage starts its teacher as a copy of the student."""
         if k > 0 and self.stages[k - 1].iterations == 0:
             LOG.info(f"stage {stage.name}: the previous stage has 0 iterations; the student "
                      "starts from its initial weights")
+        elif k > 0 and self.cfg.handover == "last":
+            LOG.info(f"stage {stage.name}: the student goes on from the last weights of stage "
+                     f"{self.stages[k - 1].name} (--handover last: nothing selected on the "
+                     "validation list)")
         elif k > 0:
             barrier()  # rank 0 has written the previous stage's best checkpoint
             prev = self.stages[k - 1]
@@ -469,7 +483,7 @@ class Trainer:
         stopping = False
         try:
             for it in range(global_it - start, stage.iterations):
-                lr = self._set_lr(optimizer, it)
+                lr = self._set_lr(optimizer, stage, it)
                 out = self._forward_step(run, it, global_it)
                 if self._skip_nonfinite(run, out, global_it):
                     global_it += 1
@@ -515,11 +529,9 @@ class Trainer:
         return _StageRun(stage, student, teacher, optimizer, scaler, ac, state, lbs, prefetch,
                          forward, t_call, bar, best)
 
-    def _set_lr(self, optimizer, it: int) -> float:
-        """The step schedule: ``base_lr * lr_gamma ** (it // lr_step)``, ``it`` counted in
-        the stage."""
-        cfg = self.cfg
-        lr = cfg.base_lr * cfg.lr_gamma ** (it // cfg.lr_step)
+    def _set_lr(self, optimizer, stage: Stage, it: int) -> float:
+        """Set the learning rate of iteration ``it`` of ``stage`` (:func:`stage_lr`)."""
+        lr = stage_lr(self.cfg, stage, it)
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr
