@@ -33,6 +33,15 @@ demo: setup
 	    --exp demo --labelnum 4 --n_filters 8 --device cpu
 	$(PY) code/test.py --dataset phantom --root_path data/phantom --split test \
 	    --checkpoint $(DEMO)/best.pth --overlap 0.5 --out_dir $(DEMO)/test
+	@echo ""
+	@echo "What ran: 16 synthetic training phantoms (data/phantom), the first 4 with two painted"
+	@echo "slices each, turned into 3D coarse labels (model/demo/coarse, pictures in its png/);"
+	@echo "CoGRNet trained on those 4 coarse labels and 10 unlabeled phantoms (model/demo: log.txt,"
+	@echo "metrics.jsonl, tb/ for TensorBoard); best.pth is the weights with the best validation Dice,"
+	@echo "scored during training on the last 2 training phantoms (never trained on); the table above"
+	@echo "scores best.pth on the 4 test phantoms (data/phantom/test.list), other cases than the"
+	@echo "validation ones, so its Dice differs from the validation Dice in the log."
+	@echo "Per-case numbers: model/demo/test/per_case.csv and summary.json."
 
 clean-demo:
 	rm -rf $(DEMO) data/phantom

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_value", type=int, default=None,
                    help="target value in multi-label maps (labels and annotations); default: "
                         "the one non-zero value of each map")
+    p.add_argument("--segment", default=None, metavar="NAME",
+                   help="instead of --label_value: the target segment's name in 3D Slicer "
+                        ".seg.nrrd maps (default: a file's only segment)")
     p.add_argument("--resample", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="resample to this voxel size in mm (default: keep every grid as it is)")
     add_debug(p)
@@ -49,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{', dense label' if rec['label'] else ''}{planes}")
 
     summary = import_dataset(args.input_dir, args.out_dir, args.label_value, args.resample,
-                             on_case=report)
+                             on_case=report, segment=args.segment)
     out = Path(args.out_dir)
     failed = summary["failed"]
     if failed:

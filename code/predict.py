@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="clip to [LO, HI] and scale to [0, 1] first (default: the KiTS/LiTS "
                         "models' Hounsfield window, none otherwise)")
-    add_run_switches(p, progress=False)
+    add_run_switches(p)
     return p
 
 
@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     predict(args.checkpoint, args.input, args.output, ema=args.ema, dataset=args.dataset,
             stride_xy=args.stride_xy, stride_z=args.stride_z, overlap=args.overlap,
-            mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.nms),
-            normalize=args.normalize, window=args.window, device=args.device, amp=args.amp)
+            mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.keep_largest),
+            normalize=args.normalize, window=args.window, device=args.device, amp=args.amp,
+            progress=not args.no_progress)
     return 0
 
 

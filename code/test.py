@@ -20,12 +20,14 @@ from cogrnet.errors import run_cli
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser("Sliding-window evaluation of a CoGRNet checkpoint on a dataset split.")
-    add_root_path(p, "dataset root (h5 cases and lists)", required=True)
+    add_root_path(p, "dataset root (h5 cases and lists) (default: the dataset preset's, e.g. "
+                     "data/LA)")
     p.add_argument("--split", default="test", help="split name (test, val, ...) or list file")
     add_lists_dir(p, "folder with <split>.list when it is not under --root_path (default: the "
                      "dataset preset's)")
     add_dataset(p, "dataset preset (la, kits, lits, phantom, custom); default: the "
-                   "checkpoint's, else la")
+                   "checkpoint's, else custom for a root made by code/import_dataset.py, "
+                   "else la")
     p.add_argument("--checkpoint", default=None, help="checkpoint .pth (not with --pred_dir)")
     p.add_argument("--pred_dir", default=None,
                    help="evaluate saved DIR/<ID>.nii.gz (as --save_nifti writes them) or "
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.root_path, args.split, checkpoint=args.checkpoint, pred_dir=args.pred_dir,
         lists_dir=args.lists_dir, dataset=args.dataset, ema=args.ema,
         stride_xy=args.stride_xy, stride_z=args.stride_z, overlap=args.overlap,
-        mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.nms),
+        mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.keep_largest),
         spacing=args.spacing, save_nifti=args.save_nifti, save_png=args.save_png,
         out_dir=args.out_dir, device=args.device, amp=args.amp,
         progress=not args.no_progress)

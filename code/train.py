@@ -17,7 +17,8 @@ def main(argv=None) -> int:
     cfg = parse_config(argv)
     from cogrnet.training import train
 
-    return 130 if train(cfg).interrupted else 0
+    stopped = train(cfg).interrupted
+    return 0 if stopped is None else 128 + stopped  # the shell's code: 130 SIGINT, 143 SIGTERM
 
 
 if __name__ == "__main__":

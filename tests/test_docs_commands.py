@@ -78,3 +78,22 @@ def test_a_documented_command_parses(doc, number, script, args):
         parser.parse_args(args)
     except (SystemExit, argparse.ArgumentError):
         pytest.fail(f"{doc.name}:{number}: python {script} {shlex.join(args)} does not parse")
+
+
+#: the dataset roots the docs make with code/import_dataset.py or make_phantom.py
+CUSTOM_ROOTS = ("data/my_root",)
+#: scripts that take a dataset root and a --dataset preset
+WITH_DATASET = ("code/train.py", "code/test.py", "code/utils/registration.py")
+
+
+def test_a_command_on_a_custom_root_names_the_dataset():
+    """A README command on one of the own-data roots says ``--dataset custom`` (without it
+    the scripts would still find import.json, but a reader copying the command to another
+    root would not)."""
+    bare = [f"{doc.name}:{number}: python {script} {shlex.join(args)}"
+            for doc, number, script, args in CASES
+            if script in WITH_DATASET and any(a in CUSTOM_ROOTS for a in args)
+            and "--dataset" not in args]
+    assert not bare, "custom root without --dataset custom:\n" + "\n".join(bare)
+    assert any(script == "code/test.py" and "data/my_root" in args
+               for _, _, script, args in CASES)  # so the check above has something to do

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from cogrnet.fileio import atomic_path, atomic_write, read_jsonl, write_json_atomic
+from cogrnet.errors import WriteError
+from cogrnet.fileio import append_line, atomic_path, atomic_write, read_jsonl, write_json_atomic
 
 
 def test_json_written_whole_with_umask_permissions(tmp_path):
@@ -27,7 +28,7 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
         f.write(b'{"new": ')
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=f"^cannot write {path}: disk full$"):
         atomic_write(path, half_then_fail)
     with pytest.raises(TypeError):  # not JSON: fails before anything is written
         write_json_atomic(path, {"x": object()})
@@ -50,4 +51,15 @@ def test_read_jsonl_skips_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     assert read_jsonl(path) == []
     path.write_text('{"iteration": 1}\n[1, 2]\n\n{"iteration": 2}\n{"iterat')
+    assert read_jsonl(path) == [{"iteration": 1}, {"iteration": 2}]
+
+
+def test_append_line_starts_a_line_of_its_own_after_a_torn_one(tmp_path):
+    """A run resumed after a write was cut off (full disk, kill) appends its records after
+    the torn half line, not onto it (where the new record would be unreadable too)."""
+    path = tmp_path / "metrics.jsonl"
+    append_line(path, '{"iteration": 1}')
+    with open(path, "a") as f:
+        f.write('{"iterat')
+    append_line(path, '{"iteration": 2}')
     assert read_jsonl(path) == [{"iteration": 1}, {"iteration": 2}]

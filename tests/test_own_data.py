@@ -255,7 +255,7 @@ def test_end_to_end_nifti_folder_to_scored_masks(scans, imported, tmp_path):
     rc, out, err = call(PREDICT, ["--checkpoint", run / "own" / "best.pth", "--input",
                                   scans / "imagesTs", "--output", pred, "--device", "cpu"])
     assert rc == 0, err
-    assert "stored none, training intensity zscore" in out
+    assert "as the dataset files were stored: none; then as training loaded them: z-score" in out
     for case_id in ("scan05", "scan06"):
         img = sitk.ReadImage(str(scans / "imagesTs" / f"{case_id}_0000.nii.gz"))
         mask = sitk.ReadImage(str(pred / f"{case_id}_mask.nii.gz"))

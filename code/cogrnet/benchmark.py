@@ -39,9 +39,9 @@ import numpy as np
 
 from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
-from cogrnet.errors import ConfigError
+from cogrnet.errors import ConfigError, FolderBusy
 from cogrnet.evaluation.compare import paired_difference, seed_gap
-from cogrnet.fileio import read_jsonl, write_json_atomic, write_text_atomic
+from cogrnet.fileio import lock_folder, read_jsonl, write_json_atomic, write_text_atomic
 from cogrnet.plotting import figure, save_figure
 
 #: the entry scripts a row runs (``code/train.py`` ...), the commands a user would type
@@ -536,23 +536,65 @@ def run_threads(run_dir: Path) -> str | None:
     return "+".join(counts) or None
 
 
+ROW_LOCK = ".benchmark.lock"  # a row's lock, taken around its own train.py's and test.py's
+TRAINED = "bench_train.json"  # a row's finished training: its command, wall time, resumed
+
+
+def _trained(path: Path, train: list[str]) -> dict[str, Any] | None:
+    """The record of a finished training of ``train`` (:data:`TRAINED`); ``None`` when
+    there is none (or it is unreadable, or of another command: then it trains again)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("train_command") == _short(train)
+    return record if ok and isinstance(record.get("seconds"), (int, float)) else None
+
+
 def run_row(exp: str, train: list[str], test: list[str], run_dir: Path, seed: int,
             log: Path, env: dict[str, str] | None = None,
             test_teacher: bool = False) -> dict[str, Any]:
     """Train (resuming from ``last.pth`` if there is one) and test one (row, seed), and with
     ``test_teacher`` test its EMA teacher too; its result, also written to
+    ``run_dir/bench_result.json``.
+
+    The row is this process's alone (:data:`ROW_LOCK`; held by another benchmark.py: a
+    one-line :class:`~cogrnet.errors.FolderBusy`), and a row that process finished
+    meanwhile is read, not run again. Interrupted anywhere, the same call finishes the row:
+    a finished training (:data:`TRAINED`) is not run again, so the row keeps its wall time,
+    and only a test that completed now gives a result."""
+    with lock_folder(run_dir, f"row {exp}, run folder", name=ROW_LOCK):
+        done = run_dir / "bench_result.json"
+        if done.exists():
+            print(f"{exp}: finished by another process", flush=True)
+            return _with_curve(read_result(done))
+        trained = _trained(run_dir / TRAINED, train)
+        if trained is None:
+            print(f"{exp}: training", flush=True)
+            resume = ["--resume"] if (run_dir / "last.pth").exists() else []
+            trained = {"train_command": _short(train), "seconds": _run(train + resume, log, env),
+                       "resumed": bool(resume)}
+            write_json_atomic(run_dir / TRAINED, trained)
+        else:
+            print(f"{exp}: trained earlier", flush=True)
+        for folder in ("bench_test", "bench_test_ema"):  # only this call's tests count
+            (run_dir / folder / "summary.json").unlink(missing_ok=True)
+        print(f"{exp}: testing", flush=True)
+        seconds = trained["seconds"] + _run(test, log, env)
+        if test_teacher:
+            print(f"{exp}: testing the teacher", flush=True)
+            _run(teacher_test_command(test), log, env)  # not in the wall time: a diagnostic
+        return _write_result(train, test, run_dir, seed, env, seconds,
+                             bool(trained.get("resumed")))
+
+
+def _write_result(train: list[str], test: list[str], run_dir: Path, seed: int,
+                  env: dict[str, str] | None, seconds: float, resumed: bool) -> dict[str, Any]:
+    """The result of a tested (row, seed) (:func:`run_row`), written to
     ``run_dir/bench_result.json``."""
-    print(f"{exp}: training", flush=True)
-    resume = ["--resume"] if (run_dir / "last.pth").exists() else []
-    seconds = _run(train + resume, log, env)
-    print(f"{exp}: testing", flush=True)
-    seconds += _run(test, log, env)
-    if test_teacher:
-        print(f"{exp}: testing the teacher", flush=True)
-        _run(teacher_test_command(test), log, env)  # not in the wall time: a diagnostic
     summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
     result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
-              "date": time.strftime("%Y-%m-%d"), "resumed": bool(resume),
+              "date": time.strftime("%Y-%m-%d"), "resumed": resumed,
               "threads": run_threads(run_dir) or (env or os.environ).get("OMP_NUM_THREADS",
                                                                          "all cores"),
               "mean": {m: summary["mean"][m] for m in METRICS},
@@ -573,6 +615,7 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
     lock = threading.Lock()
     failures: list[str] = []
+    busy: list[str] = []
 
     def one(i: int) -> None:
         entry, seed, exp, train, test, run_dir = pending[i]
@@ -580,6 +623,10 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
             result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
                              thread_env(threads),
                              test_teacher and entry["method"] in TEACHER_METHODS)
+        except FolderBusy as err:  # another benchmark.py runs it: never the same row twice
+            print(f"{exp}: skipped: {err}", flush=True)
+            busy.append(exp)
+            return
         except ConfigError as err:
             if jobs == 1:
                 raise
@@ -593,9 +640,13 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
     if jobs == 1:
         for i in order:
             one(i)
-        return
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, order))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, order))
+    if busy:
+        print(f"{len(busy)} run(s) left to the process(es) running them: {', '.join(busy)}; "
+              "the same command again, once they have finished, writes the whole table",
+              flush=True)
     if failures:
         raise ConfigError(f"{len(failures)} run(s) failed: {', '.join(failures)} (logs in "
                           f"{out / 'logs'}); the table holds the others")

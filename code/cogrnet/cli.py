@@ -202,7 +202,8 @@ def add_labelnum(p: argparse._ActionsContainer, help: str) -> argparse.Action:
 def add_sliding_window(p: argparse._ActionsContainer, stride_xy: str, stride_z: str,
                        overlap: str) -> None:
     """The sliding-window inference options (``--stride_xy``, ``--stride_z``,
-    ``--overlap``, ``--mode``, ``--sw_batch_size``, ``--nms``); the arguments are the
+    ``--overlap``, ``--mode``, ``--sw_batch_size``, ``--keep_largest``, formerly ``--nms``);
+    the arguments are the
     script's help of the first three (where their defaults come from)."""
     p.add_argument("--stride_xy", type=int, default=None, help=stride_xy)
     p.add_argument("--stride_z", type=int, default=None, help=stride_z)
@@ -210,7 +211,8 @@ def add_sliding_window(p: argparse._ActionsContainer, stride_xy: str, stride_z: 
     p.add_argument("--mode", choices=("constant", "gaussian"), default="constant",
                    help="window weighting (constant = the paper's plain average)")
     p.add_argument("--sw_batch_size", type=int, default=4, help="windows per forward pass")
-    add_switch(p, "nms", True, "keep the largest connected component (1) or not (0)")
+    add_switch(p, "keep_largest", True, "keep the largest connected component of the "
+               "prediction (1) or every component (0)", "--nms", dest="keep_largest")
 
 
 def option_strings(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:

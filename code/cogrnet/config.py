@@ -127,6 +127,21 @@ PRESETS: dict[str, DatasetPreset] = {
 }
 
 
+#: the record code/import_dataset.py writes into the root it makes
+IMPORT_RECORD = "import.json"
+
+
+def dataset_for_root(dataset: str | None, root_path: str | Path | None, default: str) -> str:
+    """The preset name a script works with: ``dataset`` when given; else ``custom`` when
+    ``root_path`` holds the import record (a root made by code/import_dataset.py says what
+    it is by itself); else ``default``."""
+    if dataset:
+        return dataset
+    if root_path and (Path(root_path) / IMPORT_RECORD).is_file():
+        return "custom"
+    return default
+
+
 def get_preset(name: str) -> DatasetPreset:
     from .errors import ConfigError
 
@@ -138,16 +153,19 @@ def get_preset(name: str) -> DatasetPreset:
 
 
 def custom_preset(root_path: str, shapes: Sequence[Sequence[int]],
-                  labelnum: int | None = None) -> DatasetPreset:
+                  labelnum: int | None = None,
+                  patch_size: Sequence[int] | None = None) -> DatasetPreset:
     """The ``custom`` preset for a dataset whose volumes have ``shapes`` (``(X, Y, Z)``):
-    the reference patch (LA's 112x112x80), each side shrunk to the median volume size where
-    that is smaller and rounded down to a multiple of 16 (at least 16); strides half the
-    patch (in-plane: of its smaller side); ``labelnum`` when known (the import record's)."""
+    the patch ``patch_size`` when given, else the reference patch (LA's 112x112x80), each
+    side shrunk to the median volume size where that is smaller and rounded down to a
+    multiple of 16 (at least 16); strides half the patch (in-plane: of its smaller side);
+    ``labelnum`` when known (the import record's)."""
     import numpy as np
 
     base = PRESETS["custom"]
     median = np.median(np.asarray(shapes, dtype=np.float64).reshape(-1, 3), axis=0)
-    patch = tuple(max(16, min(p, int(m)) // 16 * 16) for p, m in zip(base.patch_size, median))
+    patch = (tuple(int(p) for p in patch_size) if patch_size is not None else
+             tuple(max(16, min(p, int(m)) // 16 * 16) for p, m in zip(base.patch_size, median)))
     return replace(base, root_path=str(root_path), patch_size=patch,  # type: ignore[arg-type]
                    stride_xy=max(1, min(patch[0], patch[1]) // 2),
                    stride_z=max(1, patch[2] // 2),

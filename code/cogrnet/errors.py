@@ -1,6 +1,7 @@
 """User-facing errors and the CLI wrapper that prints them as one line."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -22,6 +23,28 @@ class ConfigError(CoGRNetError):
     """Command-line arguments or a configuration do not fit together."""
 
 
+class FolderBusy(CoGRNetError):
+    """Another process holds the output folder's lock (:func:`cogrnet.fileio.lock_folder`)."""
+
+
+class WriteError(CoGRNetError):
+    """A file could not be written (a full disk, a quota, an I/O error, a read-only file
+    system); the file it would have replaced is kept."""
+
+
+#: errors of the machine, not of the input: the file system refused a write
+WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS",
+                                                      "EFBIG") if hasattr(errno, n))
+
+
+def write_error(path: str | Path, err: BaseException) -> WriteError:
+    """``cannot write <path>: <why>`` (``No space left on device``) for a failed write of
+    ``path``."""
+    why = getattr(err, "strerror", None) or (str(err).strip().splitlines() or
+                                             [type(err).__name__])[0]
+    return WriteError(f"cannot write {path}: {why}")
+
+
 def writable_dir(path: str | Path, what: str) -> Path:
     """Create the output folder ``path`` when needed and check that a file can be written in
     it, before any work is done; a one-line :class:`ConfigError` naming ``what`` (the
@@ -40,8 +63,9 @@ def writable_dir(path: str | Path, what: str) -> Path:
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; turn a :class:`CoGRNetError` into ``error: <message>`` on stderr
-    and exit status 2. ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
+    """Run ``main(argv)``; turn a :class:`CoGRNetError` (and an ``OSError`` of a failed
+    write, :data:`WRITE_ERRNOS`) into ``error: <message>`` on stderr and exit status 2.
+    ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
@@ -51,6 +75,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         if debug:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write no writer of this project turned into a WriteError
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {write_error(err.filename or 'a file', err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -4,9 +4,12 @@ and the other cases complete."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Hashable, Sequence, TypeVar
+from multiprocessing import connection
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 T = TypeVar("T")  # a task
 R = TypeVar("R")  # a case's result
@@ -34,11 +37,11 @@ def run_cases(fn: Callable[[T], R], tasks: Sequence[T], workers: int, desc: str,
     <message>)"`` (in this process: ``"<Type>: <message>"``), and the other tasks go on.
 
     A worker process that dies (killed, out of memory, ``os._exit``) breaks the pool: every
-    task it had not finished is then run again, each in a fresh one-process pool of its own
+    task it had not finished is then run again, each in a fresh process of its own
     (``min(workers, left)`` of them at a time), so only the task that kills its process
-    again fails (with ``BrokenProcessPool`` in its reason) and the others complete. A
-    task is thus run twice only when a pool broke before it finished; its result counts
-    once. ``postfix(result)`` sets the tqdm bar's postfix (``desc``, unit ``case``;
+    again fails, its reason saying how (``"worker process died (killed by SIGKILL)"``), and
+    the others complete. A task is thus run twice only when a pool broke before it
+    finished; its result counts once. ``postfix(result)`` sets the tqdm bar's postfix (``desc``, unit ``case``;
     no bar unless ``progress``), ``on_result(result)`` sees each result as it arrives.
     """
     from tqdm import tqdm
@@ -96,25 +99,69 @@ def _run_pool(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
     return [tasks[i] for i in sorted(left)]
 
 
+def death_reason(exitcode: int | None) -> str:
+    """Why a worker process ended without a result: ``"killed by SIGKILL"`` (the signal's
+    name; out of memory is usually SIGKILL) or ``"exit code 3"``."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _isolated_call(conn: Connection, fn: Callable[[T], R], task: T,
+                   initializer: Callable[[], None] | None) -> None:
+    """In a worker process of its own: ``("ok", fn(task))`` or ``("error", reason)`` sent
+    through ``conn``."""
+    try:
+        if initializer is not None:
+            initializer()
+        out: tuple[str, Any] = ("ok", fn(task))
+    except Exception as err:  # noqa: BLE001 - reported as the case's failure
+        out = ("error", failure_reason(err))
+    try:
+        conn.send(out)  # pickled before a byte is written: a failure here sends nothing
+    except Exception as err:  # noqa: BLE001 - e.g. an unpicklable result
+        conn.send(("error", failure_reason(err)))
+    conn.close()
+
+
 def _run_isolated(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
                   initializer: Callable[[], None] | None, failure: Callable[[T, str], R],
                   record: Callable[[T, R], None]) -> None:
-    """Each task in a fresh one-process pool, ``workers`` at a time (a dying process takes
-    only its own task with it)."""
+    """Each task in a fresh worker process of its own, ``workers`` at a time: a dying
+    process takes only its own task with it, whose failure then says how it died
+    (:func:`death_reason`)."""
+    ctx = mp.get_context("spawn")
     queue = list(tasks)
-    running: dict[Future, tuple[T, ProcessPoolExecutor]] = {}
+    running: dict[Connection, tuple[T, Any]] = {}
     try:
         while queue or running:
             while queue and len(running) < workers:
                 task = queue.pop(0)
-                pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                           initializer=initializer)
-                running[pool.submit(fn, task)] = (task, pool)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in [f for f in running if f in done]:  # submission order
-                task, pool = running.pop(fut)
-                pool.shutdown()
-                record(task, _outcome(fut, task, failure))
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_isolated_call, args=(send, fn, task, initializer))
+                proc.start()
+                send.close()  # the child holds the only write end: its death is an EOF
+                running[receive] = (task, proc)
+            ready = connection.wait(list(running))
+            for conn in [c for c in running if c in ready]:  # submission order
+                task, proc = running.pop(conn)
+                try:
+                    status, value = conn.recv()
+                except EOFError:  # the process ended without a word
+                    status, value = "died", None
+                conn.close()
+                proc.join()
+                if status == "ok":
+                    record(task, value)
+                elif status == "error":
+                    record(task, failure(task, f"worker process failed ({value})"))
+                else:
+                    record(task, failure(task, f"worker process died ({death_reason(proc.exitcode)})"))
     finally:
-        for _, pool in running.values():
-            pool.shutdown(cancel_futures=True)
+        for conn, (_, proc) in running.items():
+            proc.terminate()
+            proc.join()
+            conn.close()

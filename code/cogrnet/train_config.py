@@ -94,13 +94,6 @@ class TrainConfig:
     patch_source: str | None = None
     median_shape: list[int] | None = None
 
-    @property
-    def iterations(self) -> int:
-        """All iterations of the run (both stages of a two-stage method)."""
-        if self.max_iteration is not None:
-            return self.max_iteration
-        return (self.pre_max_iteration or 0) + (self.self_max_iteration or 0)
-
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` (the record itself is frozen)."""
         return replace(self, **changes)

@@ -30,11 +30,11 @@ from cogrnet.annotation.refine import METHODS as REFINE_METHODS, check_refine  #
 from cogrnet.annotation.figures import save_distance_png  # noqa: E402
 from cogrnet.annotation.quality import calibration_text  # noqa: E402
 from cogrnet.annotation.fuse import METHODS  # noqa: E402
-from cogrnet.config import PRESETS, get_preset  # noqa: E402
+from cogrnet.config import IMPORT_RECORD, PRESETS, dataset_for_root, get_preset  # noqa: E402
 from cogrnet.data.dataset import CaseStore, find_list, read_list  # noqa: E402
-from cogrnet.prepare.import_nifti import read_import_record  # noqa: E402
-from cogrnet.errors import ConfigError, DataError, run_cli, writable_dir  # noqa: E402
-from cogrnet.fileio import write_json_atomic  # noqa: E402
+from cogrnet.prepare.import_nifti import map_target, read_import_record  # noqa: E402
+from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
+from cogrnet.fileio import lock_folder, write_json_atomic  # noqa: E402
 from cogrnet.parallel import run_cases  # noqa: E402
 
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = parser("Turn two annotated orthogonal slices per labeled volume into 3D coarse "
                "labels (slice-chain registration of each plane, corrected by the other "
                "plane, then fused).")
-    add_dataset(p, "preset giving the default root_path and axes", default="la",
+    add_dataset(p, "preset giving the default root_path and axes (default: custom when "
+                   "--root_path holds code/import_dataset.py's import.json, else la)",
                 choices=sorted(PRESETS))
     add_root_path(p, "dataset root (default: the preset's)")
     p.add_argument("--split", default="train", help="split name or list-file path")
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_value", type=int, default=None,
                    help="target value in multi-label painted maps (default: the one "
                         "code/import_dataset.py recorded, else the map's one non-zero value)")
+    p.add_argument("--segment", default=None, metavar="NAME",
+                   help="instead of --label_value: the target segment's name in 3D Slicer "
+                        ".seg.nrrd maps (default: the one code/import_dataset.py recorded, "
+                        "else a file's only segment)")
     add_switch(p, "previews", True, "also write <ID>.nii.gz (coarse label on the image's "
                "grid) and png/<ID>.png")
     p.add_argument("--fusion", default="sdf", choices=METHODS, help="plane fusion")
@@ -113,10 +118,11 @@ def labeled_ids(args: argparse.Namespace, root: str, lists_dir: str | None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    preset = get_preset(args.dataset)
+    dataset = dataset_for_root(args.dataset, args.root_path, "la")
+    preset = get_preset(dataset)
     root = args.root_path or preset.root_path
     if not root:
-        raise ConfigError(f"--root_path is required with --dataset {args.dataset}")
+        raise ConfigError(f"--root_path is required with --dataset {dataset}")
     lists_dir = args.lists_dir or preset.lists_dir
     axes = check_axes(args.axes if args.axes is not None else preset.axes)
     if args.workers < 1:
@@ -127,59 +133,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = read_import_record(root) or {}  # what code/import_dataset.py found
     labelnum = (args.labelnum if args.labelnum is not None
                 else record.get("labelnum") or preset.labelnum)
-    label_value = args.label_value if args.label_value is not None else record.get("label_value")
+    label_value, segment = map_target(record, args.label_value, args.segment)
+    painted = record.get("labelnum")
+    if args.annotations and not args.ids and painted is not None and labelnum > painted:
+        raise ConfigError(f"--labelnum {labelnum}: the import recorded {painted} annotated "
+                          f"scan(s) leading train.list ({Path(root) / IMPORT_RECORD}); use "
+                          f"--labelnum {painted} or paint more scans and import again")
     ids = labeled_ids(args, root, lists_dir, labelnum)
-    out_dir = writable_dir(args.out_dir, "--out_dir")
+    with lock_folder(args.out_dir, "--out_dir") as out_dir:  # one registration per folder
+        prop, fusion = parse_propagation(args.propagation), FusionParams(method=args.fusion)
+        # the preset's refinement needs the sdf fusion; another --fusion without --refine: none
+        refine = RefineParams(method=args.refine or (preset.refine if fusion.method == "sdf"
+                                                     else "none"))
+        check_refine(refine, fusion)
+        settings = {"dataset": dataset, "root_path": str(root), "split": args.split,
+                    "labelnum": None if args.ids else labelnum, "ids": args.ids,
+                    "slice_policy": None if args.annotations else args.slice_policy,
+                    "axes": "from annotations" if args.annotations else list(axes),
+                    "annotations": args.annotations, "label_value": label_value,
+                    "segment": segment,
+                    "workers": args.workers, "seed": args.seed,
+                    "cross_plane": not args.no_cross, "propagation": prop.to_dict(),
+                    "fusion": fusion.to_dict(), "refine": refine.to_dict()}
+        tasks = [CaseTask(case_id=i, root=str(root), out_dir=str(out_dir), axes=axes,
+                          policy=args.slice_policy, annotations=args.annotations, prop=prop,
+                          fusion=fusion, refine=refine, use_cross=not args.no_cross, seed=args.seed,
+                          label_value=label_value, previews=args.previews, segment=segment)
+                 for i in ids]
 
-    prop, fusion = parse_propagation(args.propagation), FusionParams(method=args.fusion)
-    # the preset's refinement needs the sdf fusion; another --fusion without --refine: none
-    refine = RefineParams(method=args.refine or (preset.refine if fusion.method == "sdf"
-                                                 else "none"))
-    check_refine(refine, fusion)
-    settings = {"dataset": args.dataset, "root_path": str(root), "split": args.split,
-                "labelnum": None if args.ids else labelnum, "ids": args.ids,
-                "slice_policy": None if args.annotations else args.slice_policy,
-                "axes": "from annotations" if args.annotations else list(axes),
-                "annotations": args.annotations, "label_value": label_value,
-                "workers": args.workers, "seed": args.seed,
-                "cross_plane": not args.no_cross, "propagation": prop.to_dict(),
-                "fusion": fusion.to_dict(), "refine": refine.to_dict()}
-    tasks = [CaseTask(case_id=i, root=str(root), out_dir=str(out_dir), axes=axes,
-                      policy=args.slice_policy, annotations=args.annotations, prop=prop,
-                      fusion=fusion, refine=refine, use_cross=not args.no_cross, seed=args.seed,
-                      label_value=label_value, previews=args.previews)
-             for i in ids]
+        results = run_cases(process_case, tasks, args.workers, "registration",
+                            key=lambda t: t.case_id, failure=_failed_case,
+                            progress=not args.no_progress)
 
-    results = run_cases(process_case, tasks, args.workers, "registration",
-                        key=lambda t: t.case_id, failure=_failed_case,
-                        progress=not args.no_progress)
-
-    cases = [results[i] for i in ids]
-    ok = [c for c in cases if c["status"] == "ok"]
-    summary = {"cases": cases,
-               "mean_dice": _mean([c["dice"] for c in ok]),
-               "mean_dice_a": _mean([c["dice_a"] for c in ok]),
-               "mean_dice_b": _mean([c["dice_b"] for c in ok]),
-               "seconds_per_case": _mean([c["seconds"] for c in ok]),
-               "cpu_seconds_per_case": _mean([c.get("cpu_seconds") for c in ok]),
-               "quality": pool_quality([c.get("quality") for c in ok]),
-               "settings": settings}
-    write_json_atomic(out_dir / "summary.json", summary)
-    if summary["quality"] is not None:
-        save_distance_png(summary["quality"], out_dir / "dice_vs_distance.png",
-                          f"{len(ok)} case(s) of {root}: Dice by distance from the annotation")
-        print(calibration_text(summary["quality"]))
-    print(f"{len(ok)}/{len(cases)} case(s) ok; mean dice {summary['mean_dice']}, "
-          f"{summary['seconds_per_case']} s per case ({summary['cpu_seconds_per_case']} CPU s) "
-          f"-> {out_dir / 'summary.json'}")
-    failed = [c for c in cases if c["status"] != "ok"]
-    for c in failed:
-        print(f"error: {c['reason']}", file=sys.stderr)
-    if failed:
-        print(f"error: {len(failed)} of {len(cases)} case(s) failed (see {out_dir / 'summary.json'})",
-              file=sys.stderr)
-        return 1
-    return 0
+        cases = [results[i] for i in ids]
+        ok = [c for c in cases if c["status"] == "ok"]
+        summary = {"cases": cases,
+                   "mean_dice": _mean([c["dice"] for c in ok]),
+                   "mean_dice_a": _mean([c["dice_a"] for c in ok]),
+                   "mean_dice_b": _mean([c["dice_b"] for c in ok]),
+                   "seconds_per_case": _mean([c["seconds"] for c in ok]),
+                   "cpu_seconds_per_case": _mean([c.get("cpu_seconds") for c in ok]),
+                   "quality": pool_quality([c.get("quality") for c in ok]),
+                   "settings": settings}
+        write_json_atomic(out_dir / "summary.json", summary)
+        if summary["quality"] is not None:
+            save_distance_png(summary["quality"], out_dir / "dice_vs_distance.png",
+                              f"{len(ok)} case(s) of {root}: Dice by distance from the annotation")
+            print(calibration_text(summary["quality"]))
+        scored = ("no dense labels to score against" if summary["mean_dice"] is None
+                  else f"mean Dice against the dense labels {summary['mean_dice']}")
+        print(f"{len(ok)}/{len(cases)} case(s) ok; {scored}; "
+              f"{summary['seconds_per_case']} s per case ({summary['cpu_seconds_per_case']} CPU s) "
+              f"-> {out_dir / 'summary.json'}")
+        failed = [c for c in cases if c["status"] != "ok"]
+        for c in failed:
+            print(f"error: {c['reason']}", file=sys.stderr)
+        if failed:
+            print(f"error: {len(failed)} of {len(cases)} case(s) failed (see {out_dir / 'summary.json'})",
+                  file=sys.stderr)
+            return 1
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ try:
 except ImportError:
     sys.exit("cogrnet is not installed: run `make setup` or `pip install -e .`")
 from cogrnet.data.resample import resample_dataset  # noqa: E402
-from cogrnet.cli import add_debug, add_out_dir, parser  # noqa: E402
+from cogrnet.cli import add_debug, add_out_dir, add_progress, parser  # noqa: E402
 from cogrnet.errors import run_cli  # noqa: E402
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_dtype", choices=("float32", "float16"), default="float32",
                    help="stored image type (float16 halves the files; loading casts to float32)")
     p.add_argument("--overwrite", action="store_true", help="redo existing cases")
+    add_progress(p)
     add_debug(p)
     return p
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     summary = resample_dataset(a.root_path, a.out_dir, a.factor, a.lists_dir, a.splits,
-                               a.image_dtype, a.overwrite)
+                               a.image_dtype, a.overwrite, progress=not a.no_progress)
     print(f"{summary.out_dir}: wrote {summary.written} case(s), kept {summary.kept} existing, "
           f"{len(summary.missing)} not readable")
     for line in summary.missing[:5]:

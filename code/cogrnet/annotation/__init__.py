@@ -56,7 +56,8 @@ class CaseTask:
     """One case for :func:`process_case` (picklable, for process pools).
 
     ``annotations``: folder of user DPA files, or ``None`` to simulate the DPA from the full
-    label with ``axes``/``policy``; ``label_value``: the target of multi-label painted maps;
+    label with ``axes``/``policy``; ``label_value``: the target of multi-label painted maps,
+    ``segment``: of 3D Slicer segmentations, by name;
     ``previews``: also write the coarse label as NIfTI and a PNG (:func:`write_previews`)."""
 
     case_id: str
@@ -72,6 +73,7 @@ class CaseTask:
     seed: int = 1337
     label_value: int | None = None
     previews: bool = True
+    segment: str | None = None
 
 
 def write_previews(out_dir: str | Path, case: Any, coarse: CoarseLabel) -> None:
@@ -112,7 +114,7 @@ def process_case(task: CaseTask) -> dict[str, Any]:
         if task.annotations:
             case = store.get(task.case_id, with_label=store.has_label(task.case_id))
             dpa = read_user_dpa(task.annotations, task.case_id, case.shape, case.geometry,
-                                task.label_value)
+                                task.label_value, task.segment)
         else:
             case = store.get(task.case_id, with_label=True)
             assert case.label is not None

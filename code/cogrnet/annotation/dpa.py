@@ -65,6 +65,15 @@ def plane_slice(ndim: int, axis: int, index: int) -> tuple[int | slice, ...]:
     return tuple(index if k == axis else slice(None) for k in range(ndim))
 
 
+def slices_mask(shape: Sequence[int], axes: Sequence[int],
+                indices: Sequence[int]) -> np.ndarray:
+    """Bool ``shape``: True on the annotated slices (``indices[k]`` along ``axes[k]``)."""
+    mask = np.zeros(tuple(shape), dtype=bool)
+    for axis, index in zip(axes, indices):
+        mask[plane_slice(len(shape), axis, index)] = True
+    return mask
+
+
 def make_sparse(label: np.ndarray, axes: Sequence[int], indices: Sequence[int]) -> np.ndarray:
     """The sparse uint8 volume holding ``label`` on the two slices only."""
     sparse = np.zeros(label.shape, dtype=np.uint8)
@@ -144,14 +153,15 @@ def annotation_file(ann_dir: str | Path, case_id: str) -> Path:
 
 
 def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int],
-                  geometry: Geometry | None = None, label_value: int | None = None) -> DPA:
+                  geometry: Geometry | None = None, label_value: int | None = None,
+                  segment: str | None = None) -> DPA:
     """Read and validate the user's annotation of ``case_id`` (see :func:`annotation_file`).
 
     ``<ID>.h5``: dataset ``annotation`` (sparse label volume of the image's shape) with
     attributes ``axes`` and ``indices`` (two ints each). A painted label map: the planes are
     found from its non-zero slices and its grid is checked against the image's ``shape``
     and ``geometry`` (:func:`cogrnet.annotation.sparse.read_sparse_map`; ``label_value``
-    picks the target of a multi-label map)."""
+    picks the target of a multi-label map, ``segment`` a 3D Slicer segment by name)."""
     import h5py
 
     path = annotation_file(ann_dir, case_id)
@@ -159,7 +169,7 @@ def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int],
         from .sparse import read_sparse_map
 
         return read_sparse_map(path, case_id, tuple(int(s) for s in shape),  # type: ignore[arg-type]
-                               geometry, label_value)
+                               geometry, label_value, segment)
     try:
         with h5py.File(path, "r") as f:
             if "annotation" not in f:

@@ -13,8 +13,8 @@ from .io import CoarseLabel
 def save_coarse_png(image: np.ndarray, coarse: CoarseLabel, path: str | Path,
                     title: str = "", spacing: Sequence[float] | None = None) -> Path:
     """Save the two annotated slices and the third plane (through the coarse label's
-    centre) of an ``(X, Y, Z)`` ``image``: the painted strokes outlined in green, the fused
-    coarse label in red; ``spacing`` (mm along X, Y, Z) keeps the voxels' aspect."""
+    centre) of an ``(X, Y, Z)`` ``image``: the fused coarse label outlined in red, the
+    painted strokes in green over it; ``spacing`` (mm along X, Y, Z) keeps the voxels' aspect."""
     third = next(a for a in range(3) if a not in coarse.axes)
     panels = [(coarse.axes[0], coarse.indices[0], ", plane A"),
               (coarse.axes[1], coarse.indices[1], ", plane B"),
@@ -22,9 +22,11 @@ def save_coarse_png(image: np.ndarray, coarse: CoarseLabel, path: str | Path,
     strokes = coarse.annotation if coarse.annotation is not None else np.zeros_like(coarse.label)
     fig, axes = figure(3)
     for ax, (axis, index, note) in zip(axes, panels):
-        draw_slice(ax, image, axis, index, ((strokes, "lime"), (coarse.label, "red")), note,
+        # the strokes last, over the coarse label: on planes A and B the two coincide
+        draw_slice(ax, image, axis, index, ((coarse.label, "red"), (strokes, "lime")), note,
                    spacing)
-    return save_figure(fig, path, f"{title}  annotation: green, coarse label: red")
+    return save_figure(fig, path, f"{title}  coarse label: red; annotation: green, drawn over "
+                                  "it (on planes A and B the coarse label is the annotation)")
 
 
 def save_distance_png(pooled: dict, path: str | Path, title: str = "") -> Path:

@@ -131,7 +131,9 @@ def bin_labels(edges: Sequence[int] = DISTANCE_EDGES) -> list[str]:
 def calibration_text(pooled: dict[str, Any]) -> str:
     """The calibration part of :func:`pool_quality` as a few printable lines."""
     c = pooled["confidence"]
-    lines = ["confidence t | Dice (weight >= t) | Dice (weight < t) | errors below t | "
+    lines = ["How far the coarse labels' confidence (`weight`) can be trusted, scored against "
+             "the dense labels of these cases:",
+             "confidence t | Dice (weight >= t) | Dice (weight < t) | errors below t | "
              "label/truth voxels below t"]
     for t, up, low, e, v in zip(c["thresholds"], c["dice_above"], c["dice_below"],
                                 c["errors_below"], c["voxels_below"]):

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError
-from .dpa import DPA, plane_slice
+from .dpa import DPA, slices_mask
 from .fuse import FusionParams, fusion_score, label_from_score
 from .quality import slice_distance
 
@@ -69,14 +69,6 @@ def check_refine(refine: RefineParams, fusion: FusionParams) -> None:
                           f"--fusion {fusion.method}")
 
 
-def annotated_mask(shape: tuple[int, ...], dpa: DPA) -> np.ndarray:
-    """Bool ``shape``: True on the two annotated slices."""
-    mask = np.zeros(shape, dtype=bool)
-    for axis, index in zip(dpa.axes, dpa.indices):
-        mask[plane_slice(len(shape), axis, index)] = True
-    return mask
-
-
 def intensity_llr(image: np.ndarray, fg: np.ndarray, bg: np.ndarray,
                   bins: int) -> np.ndarray | None:
     """``log p(I | object) - log p(I | background)`` per voxel of ``image`` (float32, same
@@ -119,7 +111,7 @@ def refine_score(image: np.ndarray, score: np.ndarray, dpa: DPA,
     params = params or RefineParams(method="intensity")
     shape = score.shape
     truth = dpa.sparse.astype(bool)
-    near = annotated_mask(shape, dpa) & (np.abs(score) <= params.sample)
+    near = slices_mask(shape, dpa.axes, dpa.indices) & (np.abs(score) <= params.sample)
     img = image.astype(np.float32, copy=False)
     llr = intensity_llr(img, img[near & truth], img[near & ~truth], params.bins)
     if llr is None:

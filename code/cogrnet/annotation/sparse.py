@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.image_io import Geometry, require_same_grid
+from ..data.image_io import Geometry
 from ..errors import DataError
 from .dpa import DPA, plane_slice, validate_dpa
 
@@ -105,17 +105,29 @@ def dpa_from_mask(mask: np.ndarray, case_id: str, what: str) -> DPA:
         raise DataError(f"{what}: {err}") from None
 
 
-def read_sparse_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
-                    geometry: Geometry | None = None, label_value: int | None = None) -> DPA:
-    """Read a painted label map file and return its DPA.
+def read_painted_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
+                     geometry: Geometry | None = None, label_value: int | None = None,
+                     segment: str | None = None) -> tuple[DPA, list[str]]:
+    """Read a painted label map file: its DPA and the names of its segments (a 3D Slicer
+    segmentation's; empty for other files).
 
     The map must lie on the image's grid: its size must equal ``shape`` (the image's
     ``(X, Y, Z)``) and, when ``geometry`` (the image's) is given, its spacing, origin and
-    direction must match. Errors are one line naming the file and the case."""
-    from ..data.nifti import read_volume_xyz
+    direction must match; a 3D Slicer ``.seg.nrrd`` cropped to its segments is placed back
+    on that grid, and ``segment`` chooses its target by name
+    (:func:`cogrnet.data.segmentation.read_label_map`). Errors are one line naming the file
+    and the case."""
+    from ..data.segmentation import read_label_map
 
     path = Path(path)
     what = f"{path} (case '{case_id}')"
-    volume, img = read_volume_xyz(path, "annotation")
-    require_same_grid(img, geometry, what, "annotation", "image", tuple(shape))
-    return dpa_from_mask(select_label(volume, label_value, what), case_id, what)
+    labels = read_label_map(path, what, "annotation", shape, geometry, label_value, segment)
+    dpa = dpa_from_mask(select_label(labels.volume, labels.label_value, what), case_id, what)
+    return dpa, labels.segment_names
+
+
+def read_sparse_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
+                    geometry: Geometry | None = None, label_value: int | None = None,
+                    segment: str | None = None) -> DPA:
+    """The DPA of a painted label map file (:func:`read_painted_map`)."""
+    return read_painted_map(path, case_id, shape, geometry, label_value, segment)[0]

@@ -24,10 +24,11 @@ def sitk_module() -> Any:
     return sitk
 
 
-def read_image(path: str | Path, what: str = "image") -> Any:
+def read_image(path: str | Path, what: str = "image", components: bool = False) -> Any:
     """A 3D scalar ``SimpleITK.Image`` read from ``path`` (a 4D file with one time point is
-    read as 3D). Raises :class:`DataError` naming the file when it is missing, unreadable,
-    not 3D or not one value per voxel."""
+    read as 3D); with ``components``, several values per voxel are allowed (the layers of a
+    3D Slicer segmentation). Raises :class:`DataError` naming the file when it is missing,
+    unreadable, not 3D or (without ``components``) not one value per voxel."""
     sitk = sitk_module()
     path = Path(path)
     if not path.is_file():
@@ -45,7 +46,7 @@ def read_image(path: str | Path, what: str = "image") -> Any:
         dim, size = 3, size[:3]
     if dim != 3:
         raise DataError(f"{path}: {what} must be 3D, got {dim}D of size {size}")
-    if img.GetNumberOfComponentsPerPixel() != 1:
+    if img.GetNumberOfComponentsPerPixel() != 1 and not components:
         raise DataError(f"{path}: {what} must hold one value per voxel, got "
                         f"{img.GetNumberOfComponentsPerPixel()} (vector image)")
     return img

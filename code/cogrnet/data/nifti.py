@@ -24,7 +24,9 @@ from ..errors import DataError
 from ..fileio import atomic_path
 from .image_io import Geometry, image_array, read_image, require_same_grid, sitk_module
 
-READABLE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: image file endings; ``.seg.nrrd`` (a 3D Slicer segmentation) before ``.nrrd``, so that
+#: ``<ID>.seg.nrrd`` names case ``<ID>``
+READABLE = (".nii", ".nii.gz", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 _CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
@@ -112,6 +114,10 @@ def write_volume_xyz(array: np.ndarray, path: str | Path,
     if geometry is not None:
         geometry.apply(img)
     return _write_atomically(img, Path(path))
+
+
+#: the name predict.py gives the mask of scan ``<ID>``: ``<ID>`` + this
+MASK_SUFFIX = "_mask.nii.gz"
 
 
 def write_mask_like(mask_xyz: np.ndarray, reference: Any, path: str | Path) -> Path:

@@ -32,7 +32,8 @@ def resampled_shape(shape, factor: float) -> tuple[int, int, int]:
 def resample_dataset(root_path: str | Path, out_dir: str | Path, factor: float = 0.5,
                      lists_dir: str | Path | None = None,
                      splits: Sequence[str] = ("train", "val", "test"),
-                     image_dtype: str = "float32", overwrite: bool = False) -> ResampleSummary:
+                     image_dtype: str = "float32", overwrite: bool = False,
+                     progress: bool = True) -> ResampleSummary:
     """Write ``out_dir/<ID>.h5`` for every case of the ``splits`` lists found under
     ``root_path`` (or ``lists_dir``), each axis scaled by ``factor``: images linear, labels
     nearest neighbour, images stored as ``image_dtype``; the list files are copied. Existing
@@ -55,7 +56,7 @@ def resample_dataset(root_path: str | Path, out_dir: str | Path, factor: float =
         raise ConfigError(f"no list file for {', '.join(splits)} under {root_path}"
                           + (f" or {lists_dir}" if lists_dir else ""))
     summary = ResampleSummary(out)
-    for case_id in tqdm(ids, desc="resample"):
+    for case_id in tqdm(ids, desc="resample", unit="case", disable=not progress):
         dst = out / f"{case_id}.h5"
         if dst.exists() and not overwrite:
             summary.kept += 1

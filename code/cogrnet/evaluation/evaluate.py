@@ -2,7 +2,6 @@
 the training stage's validation."""
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -103,9 +102,3 @@ def score_prediction(case_id: str, pred: np.ndarray, label: np.ndarray, num_clas
     row.update(m)
     row["shape"] = list(pred.shape)
     return row
-
-
-def mean_dice(rows: Sequence[dict[str, Any]]) -> float:
-    """Mean Dice of the rows that have one (a convenience for model selection)."""
-    vals = [r["dice"] for r in rows if "dice" in r]
-    return float(np.mean(vals)) if vals else math.nan

@@ -97,7 +97,9 @@ def format_table(rows: Sequence[dict[str, Any]], summary: dict[str, Any] | None 
     for name in ("mean", "std"):
         lines.append(f"{name:<{width}}  "
                      + "  ".join(f"{_fmt(summary[name].get(k)):>9}" for k in keys))
-    extra = [f"{summary['n_cases']} case(s)"]
+    units = "Dice/Jaccard as fractions; hd95/asd in voxels" + (
+        ", *_mm in mm" if any(k.endswith("_mm") for k in keys) else "")
+    extra = [f"{summary['n_cases']} case(s)", units]
     if summary["empty_predictions"]:
         extra.append(f"{summary['empty_predictions']} empty prediction(s): Dice 0, "
                      "distances NaN (left out of the distance means)")

@@ -11,7 +11,8 @@ A checkpoint is a dict::
      "stage": "pre" | "self" | "single",
      "config": dict,                 # the resolved run config; config["network"] rebuilds it
      "rng": {...} | None,            # Python / NumPy / torch RNG states, for exact resume
-     "extra": dict}                  # method state (e.g. the Focus Area ratio), metrics
+     "extra": dict,                  # method state (e.g. the Focus Area ratio), metrics
+     "checksum": "sha256:..."}       # content_digest() of everything else
 
 ``config["network"]`` is :func:`cogrnet.networks.network_config`'s dict and
 ``config["patch_size"]`` the training patch ``[X, Y, Z]``.
@@ -19,10 +20,13 @@ A checkpoint is a dict::
 A checkpoint holds only tensors and plain types (:func:`cogrnet.training.checkpoint.plain`:
 NumPy arrays become tensors, NumPy scalars Python numbers, paths strings), so that it loads
 with ``torch.load(weights_only=True)``: loading a file someone shared never runs code from
-it.
+it. ``checksum`` is verified on every load: a file damaged after it was written (a bit
+flipped on the disk, a copy cut short) is refused, never used (files written before the
+checksum existed load unverified).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +36,40 @@ from ..errors import ConfigError, DataError
 from ..networks import build_network
 
 FORMAT = "cogrnet-checkpoint-v1"
+CHECKSUM = "checksum"
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Add ``obj`` (tensors and plain values, nested) to the hash ``h``, with its types,
+    shapes and keys, so that equal content gives equal digests whatever the device or the
+    memory layout."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode())
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def content_digest(ckpt: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` of a checkpoint's content (every entry but ``checksum``)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ckpt.items() if k != CHECKSUM})
+    return f"sha256:{h.hexdigest()}"
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint; a clear :class:`DataError` for a missing, corrupt or
-    foreign file."""
+    """Read and check a checkpoint; a clear :class:`DataError` for a missing, corrupt
+    (truncated, checksum not matching) or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
@@ -59,6 +92,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise DataError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a CoGRNet checkpoint (expected format {FORMAT})")
+    if CHECKSUM in ckpt and content_digest(ckpt) != ckpt[CHECKSUM]:
+        raise DataError(f"{path}: corrupt checkpoint (its content does not match the checksum "
+                        "it was written with: the file was damaged after writing)")
     for key in ("model", "config"):
         if key not in ckpt:
             raise DataError(f"{path}: checkpoint lacks '{key}'")

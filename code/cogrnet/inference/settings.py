@@ -4,11 +4,12 @@ strides, and the preprocessing that turns a raw scan into what the network saw i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import DatasetPreset, get_preset
+from ..config import DatasetPreset, dataset_for_root, get_preset
 from ..data.dataset import normalize_intensity
 
 
@@ -18,9 +19,12 @@ def checkpoint_dataset(config: dict[str, Any]) -> str | None:
     return ds.get("name") if isinstance(ds, dict) else ds
 
 
-def inference_preset(config: dict[str, Any] | None, dataset: str | None = None) -> DatasetPreset:
-    """The preset for inference: ``dataset`` when given, else the checkpoint's, else LA's."""
-    return get_preset(dataset or (checkpoint_dataset(config) if config else None) or "la")
+def inference_preset(config: dict[str, Any] | None, dataset: str | None = None,
+                     root_path: str | Path | None = None) -> DatasetPreset:
+    """The preset for inference: ``dataset`` when given, else the checkpoint's, else
+    ``custom`` for a root made by code/import_dataset.py, else LA's."""
+    recorded = checkpoint_dataset(config) if config else None
+    return get_preset(dataset_for_root(dataset or recorded, root_path, "la"))
 
 
 def inference_strides(config: dict[str, Any] | None, preset: DatasetPreset,
@@ -61,9 +65,12 @@ class ScanPreprocessing:
         return normalize_intensity(normalize_intensity(image, self.stored), self.intensity)
 
     def describe(self) -> str:
-        """One line for the console."""
-        window = f"window {list(self.window)} -> [0, 1], " if self.window else ""
-        return f"{window}stored {self.stored}, training intensity {self.intensity}"
+        """One line for the console, in words: each step the scan goes through."""
+        steps = [f"clip to the window {list(self.window)} and scale to [0, 1]"] if self.window else []
+        words = {"zscore": "z-score over the volume", "none": "none"}
+        steps.append(f"as the dataset files were stored: {words.get(self.stored, self.stored)}")
+        steps.append(f"as training loaded them: {words.get(self.intensity, self.intensity)}")
+        return "intensity " + "; then ".join(steps)
 
 
 def scan_preprocessing(config: dict[str, Any], preset: DatasetPreset,

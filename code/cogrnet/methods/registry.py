@@ -9,7 +9,6 @@ from .mean_teacher import UAMT, MeanTeacher
 from .supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (CoGRNet, BCP, Supervised, MeanTeacher, UAMT)}
-TWO_STAGE = tuple(name for name, m in METHODS.items() if m.two_stage)
 
 
 def method_class(name: str) -> type[Method]:

@@ -4,6 +4,7 @@ optional dense labels and optional two-slice annotations, as nnU-Net-style folde
     DIR/imagesTr/<ID>.nii.gz   (or <ID>_0000.nii.gz)   training images
     DIR/labelsTr/<ID>.nii.gz                           dense labels (optional, any subset)
     DIR/annotationsTr/<ID>.nii.gz                      two painted slices (optional)
+                                                       (or a 3D Slicer <ID>.seg.nrrd)
     DIR/imagesTs/, DIR/labelsTs/                       test images and labels (optional)
 
 Each case becomes ``ROOT/<ID>.h5`` (flat layout of :mod:`cogrnet.data.dataset`): ``image``
@@ -13,7 +14,8 @@ the attributes ``spacing``/``origin``/``direction`` (see
 :class:`~cogrnet.data.image_io.Geometry`) and the source files in ``source_image`` /
 ``source_label``. Nothing is resampled unless asked (``resample``). ``train.list`` holds the
 annotated cases first (so ``--labelnum`` = their number), ``test.list`` the ``imagesTs``
-cases; ``ROOT/import.json`` records what was imported, with each annotation's two planes.
+cases; ``ROOT/import.json`` records what was imported, with each annotation's two planes
+and the segment names of 3D Slicer files (:mod:`cogrnet.data.segmentation`).
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..data.image_io import Geometry, require_same_grid, sitk_module
+from ..data.image_io import Geometry, sitk_module
 from ..data.nifti import case_ids, image_files, image_stem
+from ..config import IMPORT_RECORD
 from ..errors import CoGRNetError, ConfigError, DataError
 from ..fileio import write_json_atomic, write_text_atomic
 
-RECORD = "import.json"
+RECORD = IMPORT_RECORD
 FOLDERS = ("imagesTr", "labelsTr", "annotationsTr", "imagesTs", "labelsTs")
 
 
@@ -100,40 +103,52 @@ def resample_image(img: Any, spacing: Sequence[float], is_label: bool) -> Any:
 
 
 def import_case(src: SourceCase, out_dir: Path, label_value: int | None = None,
-                resample: Sequence[float] | None = None) -> dict[str, Any]:
+                resample: Sequence[float] | None = None,
+                segment: str | None = None) -> dict[str, Any]:
     """Read, check and write one case as ``out_dir/<ID>.h5``; returns its record for
-    ``import.json`` (shape, grid, files, the annotation's planes). Raises a one-line
-    :class:`DataError` naming the file and the case."""
-    from ..annotation.sparse import read_sparse_map, select_label
+    ``import.json`` (shape, grid, files, the annotation's planes, the segment names of 3D
+    Slicer files under ``segments``). Raises a one-line :class:`DataError` naming the file
+    and the case."""
+    from ..annotation.sparse import read_painted_map, select_label
     from ..data.dataset import write_case_h5
-    from ..data.nifti import read_image_xyz, read_volume_xyz
+    from ..data.nifti import read_image_xyz
+    from ..data.segmentation import read_label_map
 
     sitk = sitk_module()
     image, img = read_image_xyz(src.image)
+    segments: dict[str, list[str]] = {}
+    label = None
+    if src.label is not None:  # on the scan's own grid, before any resampling
+        what = f"{src.label} (case '{src.case_id}')"
+        labels = read_label_map(src.label, what, "label", image.shape, Geometry.of_image(img),
+                                label_value, segment)
+        label = select_label(labels.volume, labels.label_value, what).astype(np.uint8)
+        if labels.segments:
+            segments["label"] = labels.segment_names
     if resample is not None:
+        if label is not None:
+            lab_img = Geometry.of_image(img).apply(
+                sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(label, (2, 1, 0)))))
+            label = np.transpose(sitk.GetArrayFromImage(
+                resample_image(lab_img, resample, is_label=True)), (2, 1, 0))
         img = resample_image(img, resample, is_label=False)
         image = np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0))
                                      ).astype(np.float32)
     geometry = Geometry.of_image(img)
-    label = None
-    if src.label is not None:
-        volume, lab_img = read_volume_xyz(src.label, "label")
-        if resample is not None:
-            lab_img = resample_image(lab_img, resample, is_label=True)
-            volume = np.transpose(sitk.GetArrayFromImage(lab_img), (2, 1, 0))
-        require_same_grid(lab_img, Geometry.of_image(img), f"{src.label} (case '{src.case_id}')",
-                          "label", "image", tuple(img.GetSize()))
-        label = select_label(volume, label_value, f"{src.label} (case '{src.case_id}')"
-                             ).astype(np.uint8)
     record: dict[str, Any] = {"id": src.case_id, "split": src.split, "shape": list(image.shape),
                               "spacing": list(geometry.spacing), "origin": list(geometry.origin),
                               "direction": list(geometry.direction), "image": str(src.image),
                               "label": str(src.label) if src.label else None,
                               "annotation": None}
     if src.annotation is not None:
-        dpa = read_sparse_map(src.annotation, src.case_id, image.shape, geometry, label_value)
+        dpa, names = read_painted_map(src.annotation, src.case_id, image.shape, geometry,
+                                      label_value, segment)
         record.update(annotation=str(src.annotation), axes=list(dpa.axes),
                       indices=list(dpa.indices))
+        if names:
+            segments["annotation"] = names
+    if segments:
+        record["segments"] = segments
     attrs = {"source_image": str(src.image)}
     if src.label is not None:
         attrs["source_label"] = str(src.label)
@@ -143,10 +158,12 @@ def import_case(src: SourceCase, out_dir: Path, label_value: int | None = None,
 
 def import_dataset(input_dir: str | Path, out_dir: str | Path, label_value: int | None = None,
                    resample: Sequence[float] | None = None,
-                   on_case: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_case: Callable[[dict[str, Any]], None] | None = None,
+                   segment: str | None = None) -> dict[str, Any]:
     """Import every case of ``input_dir`` into ``out_dir`` (see the module doc).
 
     ``label_value``: the target value in multi-label maps (labels and annotations);
+    ``segment``: instead, the target segment's name in 3D Slicer ``.seg.nrrd`` maps;
     ``resample``: voxel size in mm to resample to (images linear, labels nearest; not with
     annotations, whose painted slices would move). A bad case does not stop the others: it
     is recorded with its one-line ``error``, and then no list is written. Returns the record
@@ -154,6 +171,9 @@ def import_dataset(input_dir: str | Path, out_dir: str | Path, label_value: int 
     ``train.list``); ``on_case`` sees each case's record as it is done."""
     from ..errors import writable_dir
 
+    from ..data.segmentation import check_target
+
+    check_target(label_value, segment)
     cases = find_source_cases(input_dir)
     if resample is not None:
         if len(resample) != 3 or min(resample) <= 0:
@@ -166,7 +186,7 @@ def import_dataset(input_dir: str | Path, out_dir: str | Path, label_value: int 
     records = []
     for src in cases:
         try:
-            rec = import_case(src, out, label_value, resample)
+            rec = import_case(src, out, label_value, resample, segment)
         except CoGRNetError as err:
             rec = {"id": src.case_id, "split": src.split, "image": str(src.image),
                    "error": str(err)}
@@ -178,6 +198,7 @@ def import_dataset(input_dir: str | Path, out_dir: str | Path, label_value: int 
     annotated = [r["id"] for r in ok if r["split"] == "train" and r["annotation"]]
     summary: dict[str, Any] = {
         "input_dir": str(Path(input_dir).resolve()), "label_value": label_value,
+        "segment": segment,
         "resample": list(resample) if resample is not None else None,
         "labelnum": len(annotated),
         "annotations_dir": str((Path(input_dir) / "annotationsTr").resolve()) if annotated
@@ -206,3 +227,16 @@ def read_import_record(root: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: unreadable import record ({type(err).__name__})") from None
+
+
+def map_target(record: dict[str, Any] | None, label_value: int | None = None,
+               segment: str | None = None) -> tuple[int | None, str | None]:
+    """``(label_value, segment)``: the target of the painted maps, as the command line gives
+    it (``--label_value`` or ``--segment``; both is a :class:`ConfigError`), else as the
+    import ``record`` holds it."""
+    from ..data.segmentation import check_target
+
+    check_target(label_value, segment)
+    if label_value is None and segment is None and record:
+        return record.get("label_value"), record.get("segment")
+    return label_value, segment

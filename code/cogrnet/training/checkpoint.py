@@ -4,6 +4,7 @@ loads with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -11,30 +12,68 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..fileio import atomic_write
-from ..inference.model import FORMAT, load_checkpoint
+from ..inference.model import CHECKSUM, FORMAT, content_digest, load_checkpoint
 from ..train_config import TrainConfig
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def atomic_torch_save(obj: Any, path: str | Path, previous: str | Path | None = None) -> None:
     """``torch.save`` through :func:`cogrnet.fileio.atomic_write`: a reader (or a crash at
-    any moment) sees the old file or the new one, never half of one."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    any moment) sees the old file or the new one, never half of one; ``previous``: the old
+    one is kept there. Serialised in memory first, so that a failed write (a full disk) is
+    a one-line :class:`~cogrnet.errors.WriteError` naming ``path``, not an error from
+    inside the zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    atomic_write(path, lambda f: f.write(data), previous=previous)
 
 
 RESUME_KEYS = ("method", "network", "intensity")
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
 
-def check_resume(path: str | Path, cfg: TrainConfig) -> None:
-    """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``) must be a
-    readable checkpoint of the same method and network as ``cfg``; a one-line error naming
-    the file and the differing settings otherwise. No file: nothing to check."""
-    path = Path(path)
-    if not path.exists():
+def resume_checkpoint(last: str | Path, previous: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` continues: ``last`` (the run's ``last.pth``), or, when it
+    is missing (a crash between the two renames of a save), ``previous`` (the generation
+    before, ``last_prev.pth``); ``None`` when there is neither."""
+    for path in map(Path, (last, previous)):
+        if path.exists():
+            return path
+    return None
+
+
+def _damaged(err: DataError, last: Path, previous: Path) -> DataError:
+    """``err`` (``last`` is damaged) with what to do: continue from ``previous`` when it
+    loads, else ``--overwrite``."""
+    try:
+        ok = load_checkpoint(previous, map_location="cpu")
+    except DataError:
+        return DataError(f"{err}; no good previous checkpoint ({previous.name}): --overwrite "
+                         "starts over")
+    return DataError(f"{err}; the previous checkpoint {previous} (iteration "
+                     f"{ok['iteration']}) is good: move {last.name} away and --resume "
+                     "continues from it")
+
+
+def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None = None) -> None:
+    """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``, else
+    ``previous``: see :func:`resume_checkpoint`) must be an intact checkpoint of the same
+    method and network as ``cfg``; a one-line error naming the file and the differing
+    settings otherwise. A damaged ``last.pth`` is refused, naming ``previous`` when that one
+    is good. No file: nothing to check."""
+    last = Path(path)
+    path = resume_checkpoint(last, previous if previous is not None else last)
+    if path is None:
         return
-    old, new = load_checkpoint(path, map_location="cpu")["config"], cfg.to_dict()
+    try:
+        ckpt = load_checkpoint(path, map_location="cpu")
+    except DataError as err:
+        if previous is None or path != last or not Path(previous).exists():
+            raise
+        raise _damaged(err, last, Path(previous)) from None
+    old, new = ckpt["config"], cfg.to_dict()
     diffs = []
     for key in RESUME_KEYS:
         a, b = old.get(key, _KEY_DEFAULTS.get(key)), new[key]
@@ -82,7 +121,9 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
 def make_checkpoint(model_state: dict, config: dict, iteration: int, stage: str,
                     ema_state: dict | None = None, optimizer_state: dict | None = None,
                     rng: dict | None = None, extra: dict | None = None) -> dict[str, Any]:
-    """The checkpoint dict (see the module doc), made :func:`plain`."""
-    return plain({"format": FORMAT, "model": model_state, "ema": ema_state,
+    """The checkpoint dict (see the module doc), made :func:`plain`, with the checksum of
+    its content."""
+    ckpt = plain({"format": FORMAT, "model": model_state, "ema": ema_state,
                   "optimizer": optimizer_state, "iteration": int(iteration), "stage": stage,
                   "config": config, "rng": rng, "extra": extra or {}})
+    return {**ckpt, CHECKSUM: content_digest(ckpt)}

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import PRESETS, DatasetPreset, custom_preset, get_preset
+from ..config import (IMPORT_RECORD, PRESETS, DatasetPreset, custom_preset,
+                      dataset_for_root, get_preset)
 from ..errors import ConfigError
 from ..methods.base import Method
 from ..methods.losses import DICE_FORMS
@@ -39,9 +40,11 @@ def _ratio(text: str) -> str | float:
 def build_parser() -> argparse.ArgumentParser:
     p = cli_parser("Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default=DEFAULTS.dataset,
+    d.add_argument("--dataset", default=None,
                    help="preset: la, kits, lits, phantom, or custom (your own data from "
-                        "code/import_dataset.py: --root_path required; patch from the data)")
+                        "code/import_dataset.py: --root_path required; patch from the data) "
+                        f"(default: custom when --root_path holds the importer's "
+                        f"{IMPORT_RECORD}, else {DEFAULTS.dataset})")
     d.add_argument("--root_path", help="dataset root (default: the preset's)")
     d.add_argument("--lists_dir", help="extra folder holding train/val/test lists (default: the preset's)")
     d.add_argument("--coarse_dir", help="coarse labels for --label_source coarse: the output of "
@@ -71,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CoGRNet or a baseline (docs/METHODS.md)")
     m.add_argument("--n_filters", type=int, default=16, help="VNet base filters")
     m.add_argument("--normalization", default="batchnorm",
-                   choices=("batchnorm", "groupnorm", "instancenorm", "none"))
+                   choices=("batchnorm", "groupnorm", "instancenorm", "none"),
+                   help="VNet normalisation layers (the reference: batchnorm)")
     m.add_argument("--dropout", type=float, default=0.5, help="VNet dropout rate")
-    m.add_argument("--num_classes", type=int, default=None, help="(default: the preset's)")
+    m.add_argument("--num_classes", type=int, default=None,
+                   help="output classes, background included (default: the preset's, 2 for "
+                        "a foreground/background target)")
     m.add_argument("--patch_size", type=int, nargs=3, help="X Y Z (default: the preset's)")
 
     o = p.add_argument_group("optimisation")
@@ -182,7 +188,7 @@ def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]
     ``--root_path`` (:func:`cogrnet.config.custom_preset` over the train list's volume
     shapes, ``labelnum`` from code/import_dataset.py's record). Also returns what the config
     records of how the preset was made (empty for the fixed presets)."""
-    preset = get_preset(args.dataset)
+    preset = get_preset(dataset_for_root(args.dataset, args.root_path, DEFAULTS.dataset))
     if preset.name != "custom":
         return preset, {}
     from ..data.dataset import CaseStore, image_shape
@@ -195,15 +201,15 @@ def data_preset(args: argparse.Namespace) -> tuple[DatasetPreset, dict[str, Any]
     train = store.split("train", args.lists_dir)
     shapes = [image_shape(store.path(i)) for i in train]
     record = read_import_record(args.root_path) or {}
-    preset = custom_preset(args.root_path, shapes, record.get("labelnum"))
+    preset = custom_preset(args.root_path, shapes, record.get("labelnum"), args.patch_size)
     if args.labelnum is None and not preset.labelnum:
         raise ConfigError("--dataset custom: give --labelnum (the number of annotated cases "
                           "leading train.list; no import.json records it)")
     median = [int(v) for v in np.median(np.asarray(shapes), axis=0)]
-    return preset, {"patch_source": f"LA's {'x'.join(map(str, PRESETS['custom'].patch_size))} "
-                                    f"shrunk to the median volume shape {median} of "
-                                    f"{len(shapes)} train case(s), multiples of 16",
-                    "median_shape": median}
+    source = ("given by --patch_size" if args.patch_size else
+              f"LA's {'x'.join(map(str, PRESETS['custom'].patch_size))} shrunk to the median "
+              f"volume shape {median} of {len(shapes)} train case(s), multiples of 16")
+    return preset, {"patch_source": source, "median_shape": median}
 
 
 def _check_labels(args: argparse.Namespace, method: type[Method]) -> None:

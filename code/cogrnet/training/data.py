@@ -135,28 +135,21 @@ def labeled_volumes(store: CaseStore, ids: list[str], cfg: TrainConfig) -> list[
     return out
 
 
-def slice_mask(shape: tuple[int, ...], axes: tuple[int, ...],
-               indices: tuple[int, ...]) -> np.ndarray:
-    """float32 ``shape`` mask, 1 on the annotated slices (``indices[k]`` along ``axes[k]``),
-    0 elsewhere: the per-voxel weight of ``--label_source slices``."""
-    mask = np.zeros(shape, np.float32)
-    for axis, index in zip(axes, indices):
-        mask[tuple(index if k == axis else slice(None) for k in range(len(shape)))] = 1.0
-    return mask
-
-
 def slice_targets(coarse, case_id: str, cfg: TrainConfig) -> dict[str, np.ndarray]:
     """``--label_source slices``: the annotation (the two painted slices, 0 elsewhere) as
-    ``label`` and :func:`slice_mask` as ``weight``, so that every loss on the labeled
-    volume counts its two annotated slices only (the other voxels are ignored, not
-    background); the weight travels through crops, flips and mixing with the label."""
+    ``label`` and a float32 ``weight``, 1 on those slices and 0 elsewhere, so that every
+    loss on the labeled volume counts its two annotated slices only (the other voxels are
+    ignored, not background); the weight travels through crops, flips and mixing with the
+    label."""
+    from ..annotation.dpa import slices_mask
     from ..annotation.io import coarse_path
 
     where = coarse_path(cfg.coarse_dir, case_id)
     annotation = coarse.annotation
     require_foreground(annotation, where, "'annotation'", LABELED_NEEDS)
     return {"label": annotation.astype(np.uint8),
-            "weight": slice_mask(annotation.shape, coarse.axes, coarse.indices)}
+            "weight": slices_mask(annotation.shape, coarse.axes, coarse.indices
+                                  ).astype(np.float32)}
 
 
 def check_val_cases(store: CaseStore, ids: list[str]) -> None:
@@ -168,8 +161,10 @@ def check_val_cases(store: CaseStore, ids: list[str]) -> None:
 
 def paste_slice(label: np.ndarray, source: np.ndarray, axis: int, index: int) -> np.ndarray:
     """A copy of ``label`` whose slice ``index`` along ``axis`` is taken from ``source``."""
+    from ..annotation.dpa import plane_slice
+
     out = label.copy()
-    where = tuple(index if k == axis else slice(None) for k in range(label.ndim))
+    where = plane_slice(label.ndim, axis, index)
     out[where] = source[where]
     return out
 
@@ -177,6 +172,23 @@ def paste_slice(label: np.ndarray, source: np.ndarray, axis: int, index: int) ->
 def unlabeled_volumes(store: CaseStore, ids: list[str]) -> list[TrainVolume]:
     """Images only: the labels of unlabeled cases are never read."""
     return [TrainVolume(i, store.get(i, with_label=False).image) for i in ids]
+
+
+def check_coarse_files(cfg: TrainConfig, labeled: list[str]) -> None:
+    """With labels from the registration: every labeled case has its coarse label file
+    (checked before the run folder is filled); a one-line :class:`DataError` naming the
+    first missing file and how many are missing otherwise."""
+    if cfg.label_source not in ("coarse", "slices"):
+        return
+    from ..annotation.io import coarse_path
+
+    missing = [i for i in labeled if not coarse_path(cfg.coarse_dir, i).is_file()]
+    if missing:
+        raise DataError(f"{coarse_path(cfg.coarse_dir, missing[0])}: coarse label file not "
+                        f"found: {len(missing)} of the {len(labeled)} labeled case(s) "
+                        f"(--labelnum {cfg.labelnum}) have none ({', '.join(missing[:5])}); "
+                        f"run code/utils/registration.py with the same --labelnum, or lower "
+                        "--labelnum to the cases it made")
 
 
 def check_coarse_dir(cfg: TrainConfig) -> None:

@@ -2,7 +2,9 @@
 
 A run lives in ``<out_root>/<exp>/``: ``config.json``, ``log.txt``, ``tb/`` (TensorBoard),
 ``environment.jsonl`` (one line per start or resume: torch, threads, device), the stage-best
-checkpoints (``pretrain_best.pth``, ``best.pth``) and ``last.pth``.
+checkpoints (``pretrain_best.pth``, ``best.pth``), ``last.pth`` and the generation before it,
+``last_prev.pth``. One process at a time writes there (:func:`cogrnet.fileio.lock_folder`);
+a failed write ends the run with one line and keeps the files written before.
 Batches, Focus Area cuboids and dropout masks are seeded by (seed, iteration), so a run
 resumed from ``last.pth`` reproduces an uninterrupted one exactly on the CPU (at the same
 number of intra-op threads: another count changes the float sums from the first step).
@@ -13,7 +15,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,28 +29,31 @@ from tqdm import tqdm
 
 from ..data.dataset import CaseStore
 from ..data.samplers import PatchBatcher, Prefetcher
-from ..errors import CoGRNetError, ConfigError, DataError, writable_dir
+from ..errors import CoGRNetError, ConfigError, DataError, write_error, writable_dir
 from ..evaluation import validation_dice
-from ..fileio import read_jsonl, write_json_atomic
+from ..fileio import FolderLock, append_line, lock_folder, read_jsonl, write_json_atomic
 from ..inference.model import load_checkpoint, load_weights
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
 from ..networks import build_network
+from ..parallel import failure_reason
 from ..runtime import (amp_dtype, autocast, check_speed, environment, resolve_device,
                        seed_everything, sgd_options)
 from ..train_config import TrainConfig
-from .checkpoint import atomic_torch_save, check_resume, make_checkpoint
+from .checkpoint import atomic_torch_save, check_resume, make_checkpoint, resume_checkpoint
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
                           broadcast_object, distributed_context, world_size)
-from .data import (check_coarse_dir, check_val_cases, labeled_volumes, resolve_split,
-                   unlabeled_volumes)
+from .data import (check_coarse_dir, check_coarse_files, check_val_cases, labeled_volumes,
+                   resolve_split, unlabeled_volumes)
 from .graphs import GraphedCall
 
 LOG = logging.getLogger("cogrnet.train")
 LAST = "last.pth"
+LAST_PREV = "last_prev.pth"  # the generation of last.pth before the newest
 ENVIRONMENT = "environment.jsonl"
 METRICS = "metrics.jsonl"
+TB_QUEUE = 1_000_000  # TensorBoard events waiting for the writer thread, at most
 WARMUP = 5  # iterations left out of the it/s figure (cudnn autotuning, allocator warm-up)
 EMPTY_FG = 1e-4  # a teacher label with less foreground than this fraction counts as empty
 
@@ -90,13 +97,42 @@ def stage_lr(cfg: TrainConfig, stage: Stage, it: int) -> float:
     return cfg.base_lr * cfg.lr_gamma ** (it // step)
 
 
-def _prepare_run_dir(cfg: TrainConfig) -> Path:
-    run_dir = writable_dir(Path(cfg.out_root) / cfg.exp, "--out_root/--exp")
-    has_run = (run_dir / LAST).exists()
+def _prepare_run_dir(cfg: TrainConfig, lock: bool) -> tuple[Path, FolderLock | None]:
+    """The run folder, made and (``lock``: rank 0) locked for this process
+    (:func:`~cogrnet.fileio.lock_folder`); a one-line error when another process holds it,
+    or when it holds a run and neither ``--resume`` nor ``--overwrite`` was given."""
+    run_dir = Path(cfg.out_root) / cfg.exp
+    held = lock_folder(run_dir, "--out_root/--exp") if lock else None
+    if not lock:
+        writable_dir(run_dir, "--out_root/--exp")
+    has_run = resume_checkpoint(run_dir / LAST, run_dir / LAST_PREV)
     if has_run and not cfg.resume and not cfg.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue "
-                          "it or --overwrite to start over")
-    return run_dir
+        if held is not None:
+            held.release()
+        raise ConfigError(f"{run_dir} already holds a run ({has_run.name}); pass --resume to "
+                          "continue it or --overwrite to start over")
+    return run_dir, held
+
+
+class _LogFile(logging.FileHandler):
+    """``log.txt``: a failed write ends the run (a :class:`~cogrnet.errors.WriteError`)
+    instead of a traceback on the console and a log with a hole."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            raise write_error(self.baseFilename, err) from err
+        super().handleError(record)
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Remove a run folder this process made for a run that failed before its first step
+    (its log file closed first)."""
+    for h in list(LOG.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir:
+            LOG.removeHandler(h)
+            h.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _setup_logging(run_dir: Path, is_main: bool = True) -> None:
@@ -107,7 +143,7 @@ def _setup_logging(run_dir: Path, is_main: bool = True) -> None:
         h.close()
     if not is_main:
         return
-    fh = logging.FileHandler(run_dir / "log.txt")
+    fh = _LogFile(run_dir / "log.txt")
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     LOG.addHandler(fh)
 
@@ -226,16 +262,24 @@ class Trainer:
         self.method = build_method(cfg)
         self.stages = self.method.stages()
         check_coarse_dir(cfg)
-        self.run_dir = _prepare_run_dir(cfg)
-        if cfg.resume:  # an incompatible or broken last.pth fails before anything is written
-            check_resume(self.run_dir / LAST, cfg)
-        _setup_logging(self.run_dir, self.is_main)
-        seed_everything(cfg.seed, deterministic=cfg.deterministic)
-        self.store = CaseStore(cfg.root_path, num_classes=cfg.num_classes,
-                               intensity=cfg.intensity)
-        self.split = resolve_split(self.store, cfg)
+        fresh = not (Path(cfg.out_root) / cfg.exp).exists()
+        self.run_dir, self._lock = _prepare_run_dir(cfg, lock=self.is_main)
+        try:
+            if cfg.resume:  # an incompatible or damaged last.pth fails before any write
+                check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV)
+            _setup_logging(self.run_dir, self.is_main)
+            seed_everything(cfg.seed, deterministic=cfg.deterministic)
+            self.store = CaseStore(cfg.root_path, num_classes=cfg.num_classes,
+                                   intensity=cfg.intensity)
+            self.split = resolve_split(self.store, cfg)
+            check_coarse_files(cfg, self.split.labeled)
+        except BaseException:
+            self.release()
+            if fresh and self.is_main:  # a run that never started leaves no folder behind
+                _remove_run_dir(self.run_dir)
+            raise
         self.writer = None
-        self.interrupted = False
+        self.interrupted: int | None = None  # the signal that stopped the run
         self.timing: dict[str, dict[str, Any]] = {}  # per stage: it/s, data-wait fraction
 
     # ------------------------------------------------------------------ setup
@@ -295,8 +339,26 @@ class Trainer:
             ema_state=teacher.state_dict() if teacher is not None else None,
             optimizer_state=optimizer.state_dict() if optimizer is not None else None,
             extra={"method_state": state, **(extra or {})})
-        atomic_torch_save(ckpt, path)
+        atomic_torch_save(ckpt, path, previous=self.run_dir / LAST_PREV if name == LAST else None)
         return path
+
+    def _check_free_space(self, student: torch.nn.Module) -> None:
+        """Before the first step: a warning with the numbers when the run folder's file
+        system has less room than the checkpoints this run keeps (each stage's best,
+        ``last.pth``, ``last_prev.pth`` and the temporary of a save)."""
+        if not self.is_main:
+            return
+        weights = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+        teacher = any(s.teacher for s in self.stages)
+        size = weights * (2 + teacher)  # student, optimizer momentum, teacher
+        files = len({s.best_name for s in self.stages}) + 3
+        free = shutil.disk_usage(self.run_dir).free
+        if free < files * size:
+            mib = 2 ** 20
+            LOG.warning(f"only {free / mib:.1f} MiB free for {self.run_dir}: this run keeps up "
+                        f"to {files} checkpoints of about {size / mib:.1f} MiB "
+                        f"({files * size / mib:.1f} MiB); a full disk stops it (free space, "
+                        "then --resume)")
 
     # ------------------------------------------------------------- validation
     def _validate(self, model: torch.nn.Module) -> dict[str, float] | None:
@@ -358,6 +420,7 @@ class Trainer:
         optimizer = self._optimizer(student)
         teacher, state, global_it, resumed_stage = self._resume(student, optimizer)
         self._record_environment(global_it)
+        self._check_free_space(student)
         scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.amp) and self.device.type == "cuda"
                                       and amp_dtype(self.device) == torch.float16)
         graphs = cfg.cuda_graphs != "none"  # graphs need the autocast cache off
@@ -367,22 +430,41 @@ class Trainer:
                 self._run_stages(student, teacher, optimizer, scaler, ac, state, global_it,
                                  resumed_stage, stop)
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.release()
         return self.run_dir
 
+    def release(self) -> None:
+        """Close the TensorBoard writer and let other processes have the run folder (at the
+        end of :meth:`run`). A writer that cannot flush (a full disk) raises only when no
+        other error is on its way."""
+        failing = sys.exc_info()[1] is not None
+        try:
+            if self.__dict__.get("writer") is not None:
+                writer, self.writer = self.writer, None
+                try:
+                    writer.close()
+                except OSError as err:
+                    if not failing:
+                        raise write_error(self.run_dir / "tb", err) from err
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
     def _open_record(self) -> None:
-        """On rank 0: ``config.json``, a fresh ``metrics.jsonl`` unless resuming, and the
-        TensorBoard writer."""
+        """On rank 0: ``config.json``, a fresh ``metrics.jsonl`` (and no old checkpoint
+        generations) unless resuming, and the TensorBoard writer."""
         if not self.is_main:
             return
-        if not (self.cfg.resume and (self.run_dir / LAST).exists()):
-            for name in (METRICS, ENVIRONMENT):  # --overwrite: a fresh record
+        if not (self.cfg.resume and resume_checkpoint(self.run_dir / LAST,
+                                                      self.run_dir / LAST_PREV)):
+            for name in (METRICS, ENVIRONMENT, LAST, LAST_PREV):  # --overwrite: start over
                 (self.run_dir / name).unlink(missing_ok=True)
         write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), sort_keys=True)
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        # an unbounded queue: a writer thread that died (a full disk) must not block the loop,
+        # whose own next write then ends the run in one line
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), max_queue=TB_QUEUE)
 
     def _record_environment(self, iteration: int) -> None:
         """Append this start's :func:`~cogrnet.runtime.environment` (and the iteration it
@@ -393,8 +475,7 @@ class Trainer:
                "world": self.world, **environment(self.device)}
         path = self.run_dir / ENVIRONMENT
         before = (read_jsonl(path) or [None])[-1] if iteration > 0 else None
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(env) + "\n")
+        append_line(path, json.dumps(env))
         LOG.info(f"environment: torch {env['torch']}, {env['threads']} intra-op thread(s), "
                  f"{env['device']} ({env['device_name']})")
         changed = [k for k in ("torch", "threads", "device") if before and before.get(k) != env[k]]
@@ -409,11 +490,14 @@ class Trainer:
         (``None``, a fresh state, 0, ``None`` when starting from scratch)."""
         cfg = self.cfg
         state: dict[str, Any] = {"best": {}}
-        last = self.run_dir / LAST
-        if not (cfg.resume and last.exists()):
+        last = resume_checkpoint(self.run_dir / LAST, self.run_dir / LAST_PREV)
+        if not (cfg.resume and last):
             if cfg.resume:
                 LOG.info(f"--resume: no {LAST} in {self.run_dir}; starting from scratch")
             return None, state, 0, None
+        if last.name != LAST:
+            LOG.info(f"--resume: no {LAST} in {self.run_dir}; continuing from the generation "
+                     f"before, {last.name}")
         ckpt = load_checkpoint(last, map_location=self.device)
         load_weights(student, ckpt["model"], last)
         global_it, resumed_stage = ckpt["iteration"], ckpt["stage"]
@@ -446,7 +530,7 @@ class Trainer:
             global_it, stopped = self._run_stage(stage, start, global_it, student, teacher,
                                                  optimizer, scaler, ac, state, stop)
             if stopped:
-                self.interrupted = True
+                self.interrupted = int(stop.signal or signal.SIGINT)
                 return
         LOG.info(f"done: {global_it} iterations; checkpoints in {self.run_dir}")
 
@@ -542,7 +626,15 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(_iteration_seed(cfg.seed, global_it))
         rng = np.random.default_rng([cfg.seed, 11, global_it])
-        host = run.prefetch.get(global_it)
+        try:
+            host = run.prefetch.get(global_it)
+        except CoGRNetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a data-loading thread failed
+            raise TrainingError(
+                f"the batch of iteration {global_it + 1} could not be built in a data-loading "
+                f"thread ({failure_reason(err)}); {self.run_dir / LAST} holds the last saved "
+                "state: --resume continues from it") from err
         u_index = host.pop("unlabeled_index", None)
         batch = _to_device(host, self.device, cfg.channels_last, cfg.pin_memory)
         if isinstance(run.forward, GraphedCall):
@@ -636,8 +728,7 @@ class Trainer:
         """Append one row to ``metrics.jsonl`` (after a resume, a reader keeps the last row
         of each iteration)."""
         if self.is_main:
-            with open(self.run_dir / METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(self.run_dir / METRICS, json.dumps(row))
 
     def _log_step(self, step: int, stage: Stage, lr: float, out, bar) -> None:
         scalars = average_over_ranks(out.scalars)
@@ -668,11 +759,11 @@ class Trainer:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What :func:`train` leaves: the run folder, and whether a signal stopped the run
-    (``last.pth`` saved; ``--resume`` continues it)."""
+    """What :func:`train` leaves: the run folder, and the signal that stopped the run
+    (``last.pth`` saved; ``--resume`` continues it), ``None`` when it ran to its end."""
 
     run_dir: Path
-    interrupted: bool
+    interrupted: int | None
 
 
 def train(cfg: TrainConfig) -> TrainResult:
