@@ -42,7 +42,7 @@ def test_test_py_on_an_imported_root_names_every_prediction_it_looked_for(import
     assert result.summary["settings"]["dataset"] == "custom"
     errors = [r["error"] for r in result.rows]
     assert len(errors) == 2
-    assert ("no prediction file for case 'scan05' (looked for scan05.nii.gz (test.py "
+    assert ("prediction file for case 'scan05' not found (looked for scan05.nii.gz (test.py "
             "--save_nifti) or scan05_mask.nii.gz (predict.py))") in errors[0]
 
 

@@ -37,7 +37,8 @@ def prediction_file(pred_dir: Path, case_id: str) -> Path:
         if (pred_dir / name).is_file():
             return pred_dir / name
     looked = " or ".join(f"{name} ({who})" for name, who in names.items())
-    raise DataError(f"{pred_dir}: no prediction file for case '{case_id}' (looked for {looked})")
+    raise DataError(f"{pred_dir}: prediction file for case '{case_id}' not found (looked for "
+                    f"{looked})")
 
 
 def _check_arguments(checkpoint: str | None, pred_dir: str | None, sw_batch_size: int,
