@@ -274,3 +274,9 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     assert "0.6100 ± 0.0100 | +0.2100 ± 0.0100" in cog  # student beside, and the gap
     assert "| cog − sup | 4 | 2 / 2 | +0.1100 |" in table
     assert "| sup − cog | 4 | 2 / 2 | -0.1100 |" in table and "- (secondary)" in table
+    # D clears the margin, but the seeds alone give SE = sqrt(.0004 + .0001) = .022 > .012
+    assert "| 0.0224 | 0.0000 | 0.0224 | D ≥ +0.00, SE ≤ 0.012 | missed |" in table
+    spec["seeds"] = [1, 2, 3]  # planned seeds not all run yet: no verdict
+    benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| open (cog 2 of 3 seeds, sup 2 of 3 seeds) |" in table

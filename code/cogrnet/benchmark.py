@@ -342,7 +342,8 @@ def _other_cells(r: dict[str, Any], key: str, teacher_first: bool) -> str:
 def comparison_table(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     """Markdown lines for the spec's ``comparisons`` (``{"a": row, "b": row, "target":
     margin}``: the pre-registered target is mean(A - B) >= margin, with a standard error of
-    at most the spec's ``max_se``; ``"target": null`` for a secondary comparison): the mean paired per-case difference of the headline
+    at most the spec's ``max_se``, judged once both rows have their planned seeds and
+    ``open`` before; ``"target": null`` for a secondary comparison): the mean paired per-case difference of the headline
     models and its standard error (:mod:`cogrnet.evaluation.compare`); empty without any."""
     wanted = spec.get("comparisons") or []
     if not wanted:
@@ -350,6 +351,10 @@ def comparison_table(spec: dict[str, Any], results: list[dict[str, Any]]) -> lis
     teacher_first = spec.get("headline") == "teacher"
     by_name = {r["name"]: r for r in results}
     max_se = spec.get("max_se")
+
+    def planned(name: str) -> list[int]:
+        row = next(r for r in spec["rows"] if r["name"] == name)
+        return row.get("seeds", spec.get("seeds", [1337]))
 
     def runs(name: str) -> list[dict[str, float]]:
         r = by_name.get(name)
@@ -374,9 +379,11 @@ def comparison_table(spec: dict[str, Any], results: list[dict[str, Any]]) -> lis
                          f"| {target} | not run yet |")
             continue
         d = paired_difference(a, b)
+        short = [f"{name} {len(got)} of {len(planned(name))} seeds"
+                 for name, got in ((c["a"], a), (c["b"], b)) if len(got) < len(planned(name))]
         met = margin is not None and d.mean >= margin and (not max_se or d.se <= max_se)
-        verdict = ("-" if margin is None else "met" if met else "missed") + (
-            "" if len(a) > 1 and len(b) > 1 else " (one seed: SE seeds unknown)")
+        verdict = ("-" if margin is None else f"open ({', '.join(short)})" if short
+                   else "met" if met else "missed")
         lines.append(f"| {c['a']} − {c['b']} | {d.cases} | {d.seeds_a} / {d.seeds_b} | "
                      f"{d.mean:+.4f} | {_num(d.se)} | {_num(d.se_cases)} | {_num(d.se_seeds)} "
                      f"| {target} | {verdict} |")
