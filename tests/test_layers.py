@@ -106,6 +106,67 @@ def test_the_check_allows_downward_imports():
     assert upward_imports(source, "cogrnet.inference.segment", False) == []
 
 
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """``module -> the library modules it imports`` (at any depth) for ``sources``
+    (``module -> (source, is_package)``); an imported name is mapped to the module that
+    holds it (``cogrnet.annotation.sparse.read_sparse_map`` -> ``cogrnet.annotation.sparse``)."""
+    def owner(name: str) -> str | None:
+        while name and name not in sources:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name or None
+
+    return {m: {o for _, n in imported_modules(src, m, pkg) if (o := owner(n)) not in (None, m)}
+            for m, (src, pkg) in sources.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a circle (strongly connected
+    components of more than one module), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle_between_library_modules():
+    sources = {module_name(p): (p.read_text(), p.name == "__init__.py")
+               for p in library_modules()}
+    cycles = import_cycles(import_graph(sources))
+    assert not cycles, "modules importing each other in a circle: " + "; ".join(
+        " <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_a_cycle_inside_a_function():
+    sources = {"cogrnet.annotation.dpa": ("def f():\n    from .sparse import g\n", False),
+               "cogrnet.annotation.sparse": ("from .dpa import DPA\n", False)}
+    assert import_cycles(import_graph(sources)) == [["cogrnet.annotation.dpa",
+                                                     "cogrnet.annotation.sparse"]]
+
+
 def test_no_sys_path_insert_in_code_or_scripts():
     hits = [f"{p.relative_to(REPO)}:{i}"
             for folder in (CODE, REPO / "scripts") for p in sorted(folder.rglob("*.py"))

@@ -15,12 +15,13 @@ import numpy as np
 
 from ..errors import CoGRNetError
 
-from .dpa import DPA, POLICIES, check_axes, read_user_dpa, simulate_dpa, validate_dpa
+from .dpa import DPA, POLICIES, check_axes, simulate_dpa, validate_dpa
 from .fuse import FusionParams, fuse_planes, fusion_score, label_from_score
 from .io import CoarseLabel, read_coarse_label, write_coarse_label
 from .propagate import PropagationParams, propagate_dpa, propagate_plane
 from .quality import case_quality, pool_quality
 from .refine import RefineParams, check_refine, refine_label, refine_score
+from .sparse import read_user_dpa
 
 
 def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None = None,

@@ -5,11 +5,14 @@ A user paints two orthogonal slices of a scan and saves the label map (NIfTI, NR
 on the scan's grid. :func:`find_planes` finds the two painted planes (array axes and
 indices of the ``(X, Y, Z)`` volume) from the non-zero voxels; :func:`read_sparse_map`
 reads such a file, checks its grid against the image's and returns the validated
-:class:`~cogrnet.annotation.dpa.DPA`.
+:class:`~cogrnet.annotation.dpa.DPA`; :func:`read_user_dpa` reads a case's annotation in
+either form the registration takes (such a map, or an h5 file with the slices' axes and
+indices).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -131,3 +134,61 @@ def read_sparse_map(path: str | Path, case_id: str, shape: tuple[int, int, int],
                     segment: str | None = None) -> DPA:
     """The DPA of a painted label map file (:func:`read_painted_map`)."""
     return read_painted_map(path, case_id, shape, geometry, label_value, segment)[0]
+
+
+def annotation_file(ann_dir: str | Path, case_id: str) -> Path:
+    """The user's annotation of ``case_id`` in ``ann_dir``: ``<ID>.h5``, else a painted
+    label map ``<ID>.nii.gz`` (``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)."""
+    from ..data.nifti import READABLE
+
+    ann_dir = Path(ann_dir)
+    for name in [f"{case_id}.h5"] + [f"{case_id}{ext}" for ext in READABLE]:
+        if (ann_dir / name).is_file():
+            return ann_dir / name
+    raise DataError(f"case '{case_id}': annotation file {ann_dir / case_id}.h5 (or .nii.gz, "
+                    ".nrrd, .mha) not found")
+
+
+def read_user_dpa(ann_dir: str | Path, case_id: str, shape: Sequence[int],
+                  geometry: Geometry | None = None, label_value: int | None = None,
+                  segment: str | None = None) -> DPA:
+    """Read and validate the user's annotation of ``case_id`` (see :func:`annotation_file`).
+
+    ``<ID>.h5``: dataset ``annotation`` (sparse label volume of the image's shape) with
+    attributes ``axes`` and ``indices`` (two ints each). A painted label map: the planes are
+    found from its non-zero slices and its grid is checked against the image's ``shape``
+    and ``geometry`` (:func:`read_sparse_map`; ``label_value``
+    picks the target of a multi-label map, ``segment`` a 3D Slicer segment by name)."""
+    import h5py
+
+    path = annotation_file(ann_dir, case_id)
+    if path.suffix != ".h5":
+        return read_sparse_map(path, case_id, tuple(int(s) for s in shape),  # type: ignore[arg-type]
+                               geometry, label_value, segment)
+    try:
+        with h5py.File(path, "r") as f:
+            if "annotation" not in f:
+                raise DataError(f"{path}: missing h5 key 'annotation'")
+            ds = f["annotation"]
+            missing = [k for k in ("axes", "indices") if k not in ds.attrs]
+            if missing:
+                raise DataError(f"{path}: 'annotation' lacks attribute(s) {', '.join(missing)}")
+            sparse = np.asarray(ds[()])
+            axes = [int(a) for a in np.ravel(ds.attrs["axes"])]
+            indices = [int(i) for i in np.ravel(ds.attrs["indices"])]
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise DataError(f"{path}: corrupt or unreadable annotation file "
+                        f"({type(err).__name__})") from None
+    if not (np.issubdtype(sparse.dtype, np.integer) or sparse.dtype == bool):
+        if not np.all(np.isfinite(sparse)) or not np.all(sparse == np.round(sparse)):
+            raise DataError(f"{path}: annotation holds non-integer values")
+    if len(axes) != 2 or len(indices) != 2:
+        raise DataError(f"{path}: annotation needs two axes and two indices, got "
+                        f"axes {axes}, indices {indices}")
+    try:
+        return validate_dpa(DPA(sparse, tuple(axes), tuple(indices)),  # type: ignore[arg-type]
+                            shape, case_id)
+    except DataError as err:  # name the annotation file too
+        raise DataError(f"{path}: {err}") from None
