@@ -11,7 +11,8 @@ from cogrnet.methods.copy_paste import auto_fa_ratio
 from cogrnet.methods.ema import make_teacher, update_ema
 from cogrnet.methods.losses import ce_dice, mixed_loss, weighted_dice_loss
 from cogrnet.methods.mixing import cuboid_mask, mix, sample_cuboid
-from cogrnet.methods.pseudo import _component_ids, largest_component, largest_component_np
+from cogrnet.inference.sliding_window import largest_component
+from cogrnet.methods.pseudo import _component_ids, largest_components
 
 
 def test_crop_pad_zero_pads_small_volume_and_keeps_content():
@@ -117,7 +118,7 @@ def test_gpu_style_largest_component_equals_scipy():
     rng = np.random.default_rng(0)
     masks = rng.random((3, 12, 10, 8)) > 0.7
     masks[2] = False
-    ref = np.stack([largest_component_np(m) for m in masks])
+    ref = np.stack([largest_component(m) for m in masks])
     ids = _component_ids(torch.from_numpy(masks))
     out = []
     for i in range(3):
@@ -125,7 +126,7 @@ def test_gpu_style_largest_component_equals_scipy():
         out.append((ids[i] == vals[counts.argmax()]).numpy() if len(vals) else np.zeros_like(masks[i]))
     # sizes equal (ties between equally large components may pick another one)
     assert [o.sum() for o in out] == [r.sum() for r in ref]
-    np.testing.assert_array_equal(largest_component(torch.from_numpy(masks)).numpy(), ref)
+    np.testing.assert_array_equal(largest_components(torch.from_numpy(masks)).numpy(), ref)
 
 
 def test_auto_fa_ratio_is_the_clamped_foreground_fraction():

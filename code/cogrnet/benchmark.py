@@ -41,13 +41,14 @@ from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.config import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError, FolderBusy
 from cogrnet.evaluation.compare import paired_difference, seed_gap
+from cogrnet.evaluation.metrics import METRIC_NAMES
 from cogrnet.fileio import lock_folder, read_jsonl, write_json_atomic, write_text_atomic
+from cogrnet.methods.registry import has_teacher
 from cogrnet.plotting import figure, save_figure
 
 #: the entry scripts a row runs (``code/train.py`` ...), the commands a user would type
 CODE = REPO_ROOT / "code"
 
-METRICS = ("dice", "jaccard", "hd95", "asd")
 
 
 def cli_flags(args: dict[str, Any]) -> list[str]:
@@ -228,7 +229,6 @@ def _val_curve(run: Path) -> tuple[list[int], list[float]]:
     return its, [by_it[i] for i in its]
 
 
-TEACHER_METHODS = ("mt", "uamt", "cogrnet", "bcp")  # their checkpoints hold an EMA teacher
 
 
 def teacher_test_command(test: list[str]) -> list[str]:
@@ -274,7 +274,7 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     ema = run / "bench_test_ema" / "summary.json"
     if "mean_teacher" not in result and ema.is_file():
         summary = json.loads(ema.read_text())
-        result["mean_teacher"] = {m: summary["mean"][m] for m in METRICS}
+        result["mean_teacher"] = {m: summary["mean"][m] for m in METRIC_NAMES}
         result["case_dice_teacher"] = _case_dice(ema)
     return result
 
@@ -283,7 +283,7 @@ def headline(result: dict[str, Any], method: str, teacher_first: bool) -> str:
     """The key of a run's headline scores: ``"teacher"`` for a teacher method's run when the
     spec's headline is the teacher (its scores ``mean_teacher`` / ``case_dice_teacher``),
     else ``""`` (``mean`` / ``case_dice``: the student, or the only model)."""
-    return "teacher" if teacher_first and method in TEACHER_METHODS else ""
+    return "teacher" if teacher_first and has_teacher(method) else ""
 
 
 def _scores(result: dict[str, Any], which: str) -> tuple[dict[str, float] | None,
@@ -306,7 +306,7 @@ def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]
         key = headline(r["seeds"][0], r["method"], teacher_first)
         heads = [_scores(s, key)[0] for s in r["seeds"]]
         scored = [h for h in heads if h]
-        cells = [_summary([h[m] for h in scored]) for m in METRICS]
+        cells = [_summary([h[m] for h in scored]) for m in METRIC_NAMES]
         if len(scored) < len(r["seeds"]):
             cells[0] += f" ({len(scored)} of {len(r['seeds'])})"
         per_seed = ", ".join(f"{h['dice']:.3f}" if h else "-" for h in heads)
@@ -604,7 +604,7 @@ def _write_result(train: list[str], test: list[str], run_dir: Path, seed: int,
               "date": time.strftime("%Y-%m-%d"), "resumed": resumed,
               "threads": run_threads(run_dir) or (env or os.environ).get("OMP_NUM_THREADS",
                                                                          "all cores"),
-              "mean": {m: summary["mean"][m] for m in METRICS},
+              "mean": {m: summary["mean"][m] for m in METRIC_NAMES},
               "train_command": _short(train), "test_command": _short(test)}
     write_json_atomic(run_dir / "bench_result.json", _with_curve(result))
     return result
@@ -629,7 +629,7 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
         try:
             result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
                              thread_env(threads),
-                             test_teacher and entry["method"] in TEACHER_METHODS)
+                             test_teacher and has_teacher(entry["method"]))
         except FolderBusy as err:  # another benchmark.py runs it: never the same row twice
             print(f"{exp}: skipped: {err}", flush=True)
             busy.append(exp)

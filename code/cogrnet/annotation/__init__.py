@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CoGRNetError
+from ..overlap import dice
 
 from .dpa import DPA, POLICIES, check_axes, simulate_dpa, validate_dpa
 from .fuse import FusionParams, fuse_planes, fusion_score, label_from_score
@@ -43,13 +44,6 @@ def coarse_from_dpa(image: np.ndarray, dpa: DPA, prop: PropagationParams | None 
         label, weight = fuse_planes(label_a, label_b, dpa, fusion)
     return CoarseLabel(label, label_a.astype(np.uint8), label_b.astype(np.uint8), weight,
                        dpa.axes, dpa.indices, dpa.sparse.astype(np.uint8))
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """3D Dice of two binary volumes (1.0 when both are empty)."""
-    p, t = pred.astype(bool), truth.astype(bool)
-    denom = int(p.sum()) + int(t.sum())
-    return 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
 
 
 @dataclass(frozen=True)

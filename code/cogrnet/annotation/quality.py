@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..overlap import dice_from_counts
+
 #: slice-distance bin edges (in slices of the annotated axis; the last bin is open)
 DISTANCE_EDGES: tuple[int, ...] = (0, 1, 3, 5, 8, 12, 16, 20, 30)
 #: confidence thresholds of the calibration table
@@ -81,9 +83,8 @@ def case_quality(label: np.ndarray, label_a: np.ndarray, label_b: np.ndarray,
 
 
 def _dice(c: Sequence[int]) -> float | None:
-    tp, fp, fn = c
-    denom = 2 * tp + fp + fn
-    return None if denom == 0 else round(2.0 * tp / denom, 4)
+    value = dice_from_counts(*c)
+    return None if value is None else round(value, 4)
 
 
 def pool_quality(cases: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

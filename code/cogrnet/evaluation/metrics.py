@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import DataError
+from ..overlap import dice, dice_from_counts
 
 METRIC_NAMES = ("dice", "jaccard", "hd95", "asd")
 
@@ -145,11 +146,7 @@ def _distance_summary(d_pg: np.ndarray, d_gp: np.ndarray) -> tuple[float, float]
 
 def dc(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice coefficient (medpy ``dc``); 0 when the prediction is empty, 1 when both are."""
-    p, g = _as_bool_pair(pred, ref)
-    sp, sg = int(np.count_nonzero(p)), int(np.count_nonzero(g))
-    if sp + sg == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(p & g)) / float(sp + sg)
+    return dice(*_as_bool_pair(pred, ref))
 
 
 def jc(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -195,7 +192,7 @@ def binary_metrics(pred: np.ndarray, ref: np.ndarray,
             out["hd95_mm"] = out["asd_mm"] = math.nan
         return out
     ps, gs = _cropped_surfaces(p, g, connectivity)
-    out = {"dice": 2.0 * inter / float(n_p + n_g),
+    out = {"dice": dice_from_counts(inter, n_p - inter, n_g - inter),
            "jaccard": float(inter) / float(n_p + n_g - inter)}
     out["hd95"], out["asd"] = _distance_summary(_directed(ps, gs, sp), _directed(gs, ps, sp))
     if mm is not None:

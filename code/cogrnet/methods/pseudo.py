@@ -1,11 +1,12 @@
-"""Pseudo labels from the teacher: argmax, then the largest 26-connected component."""
+"""Pseudo labels from the teacher: argmax, then (two classes) the largest 26-connected
+component of the foreground."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference.sliding_window import largest_component as largest_component_np
+from ..inference.sliding_window import largest_component
 
 
 @torch.no_grad()
@@ -26,11 +27,11 @@ def _component_ids(mask: torch.Tensor, check_every: int = 8) -> torch.Tensor:
 
 
 @torch.no_grad()
-def largest_component(mask: torch.Tensor) -> torch.Tensor:
+def largest_components(mask: torch.Tensor) -> torch.Tensor:
     """Per sample of a bool ``(B, X, Y, Z)`` mask, its largest 26-connected component.
     CPU tensors use scipy; CUDA tensors a max-pooling label propagation on the device."""
     if mask.device.type == "cpu" or mask[0].numel() >= 2 ** 24:
-        out = np.stack([largest_component_np(m) for m in mask.cpu().numpy()])
+        out = np.stack([largest_component(m) for m in mask.cpu().numpy()])
         return torch.from_numpy(out).to(mask.device)
     ids = _component_ids(mask.bool())
     out = torch.zeros_like(mask, dtype=torch.bool)
@@ -47,5 +48,5 @@ def pseudo_label(logits: torch.Tensor, lcc: bool = True) -> torch.Tensor:
     foreground (prob >= 0.5) is reduced to its largest component when ``lcc``."""
     label = logits.argmax(dim=1)
     if lcc and logits.shape[1] == 2:
-        label = largest_component(label > 0).long()
+        label = largest_components(label > 0).long()
     return label

@@ -11,6 +11,13 @@ from .supervised import Supervised
 METHODS: dict[str, type[Method]] = {m.name: m for m in (CoGRNet, BCP, Supervised, MeanTeacher, UAMT)}
 
 
+def has_teacher(name: str) -> bool:
+    """Whether method ``name`` keeps an EMA teacher (some stage of it has one), so that its
+    checkpoints hold the teacher's weights too."""
+    probe = TrainConfig(method=name, pre_max_iteration=1, self_max_iteration=1, max_iteration=1)
+    return any(stage.teacher for stage in method_class(name)(probe).stages())
+
+
 def method_class(name: str) -> type[Method]:
     """The class of ``--method name``; a one-line error for an unknown name."""
     try:
