@@ -1,4 +1,4 @@
-"""The prepared GPU run of issue 19: the speed variants at the paper configuration, then the
+"""The prepared GPU run: the speed variants at the paper configuration, then the
 seeded half-resolution LA table, in one command that keeps to a time budget.
 
     python scripts/gpu_benchmark.py --prepare                     # here: .gpu_data (data to send)

@@ -57,6 +57,26 @@ def phantom_coarse(phantom_root, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def label_reads(monkeypatch) -> list[str]:
+    """The case IDs whose dense label is read from disk in this process while the test
+    runs, in order (an audit of :class:`cogrnet.data.dataset.CaseStore`, kept out of the
+    library)."""
+    import cogrnet.data.dataset as dataset
+
+    reads: list[str] = []
+    load = dataset.load_h5_case
+
+    def audited(path, case_id=None, with_label=True, *args, **kwargs):
+        case = load(path, case_id, with_label, *args, **kwargs)
+        if with_label:
+            reads.append(case_id)
+        return case
+
+    monkeypatch.setattr(dataset, "load_h5_case", audited)
+    return reads
+
+
 @pytest.fixture(scope="session")
 def la_root() -> Path:
     """The real LA training root (``COGRNET_LA_ROOT``, default ``data/LA``); skips the test

@@ -81,7 +81,6 @@ def test_cli_phantoms_end_to_end_and_deterministic(phantom_root, tmp_path, capsy
             for key in KEYS:  # 1 worker and 2 workers: byte-identical arrays
                 assert f0[key][()].tobytes() == f1[key][()].tobytes(), (case_id, key)
         assert (outs[0] / f"{case_id}.h5").read_bytes() == (outs[1] / f"{case_id}.h5").read_bytes()
-    assert store.label_reads == []  # this test's store never read a label
 
 
 def test_cli_largest_policy_and_axes(phantom_root, tmp_path, capsys):

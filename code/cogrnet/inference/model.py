@@ -8,9 +8,11 @@ A checkpoint is a dict::
      "ema": state_dict | None,       # the Mean Teacher, when the method has one
      "optimizer": state_dict | None,
      "iteration": int,               # global iterations done (pre-training + self-training)
-     "stage": "pre" | "self" | "single",
+     "stage": str,                   # the stage it was written in: "pre" | "self" (two-stage
+                                     # methods) or "train" (single-stage ones)
      "config": dict,                 # the resolved run config; config["network"] rebuilds it
-     "rng": {...} | None,            # Python / NumPy / torch RNG states, for exact resume
+     "rng": None,                    # kept for the format; exact resume needs no RNG state
+                                     # (every draw is seeded by seed and iteration)
      "extra": dict,                  # method state (e.g. the Focus Area ratio), metrics
      "checksum": "sha256:..."}       # content_digest() of everything else
 

@@ -5,8 +5,9 @@ a cuboid mask ``M``: ``a * M + b * (1 - M)``, labels likewise; with ``pre_mix_di
 2 also ``b * M + a * (1 - M)``, so every labeled patch is the outer part of one mixed image.
 Stage ``self``: ``X1 = la * M + ua * (1 - M)`` and ``X2 = ub * M + lb * (1 - M)`` with teacher
 pseudo labels on the unlabeled parts; the labeled region has weight 1, the unlabeled one
-``u_weight``. The two methods differ only in their labels (BCP: full labels) and in the
-Focus Area ratio (CoGRNet: ``auto`` from the pre-trained model's foreground fraction).
+``u_weight``. The two methods differ in their labels (BCP: full labels), in the Focus Area
+ratio (CoGRNet: ``auto`` from the pre-trained model's foreground fraction; BCP: 2/3) and in
+their LA schedule (BCP's own 2000 + 15000 iterations; CoGRNet the dataset preset's).
 """
 from __future__ import annotations
 
