@@ -59,7 +59,7 @@ def _test_volume(args, run_dir: Path) -> dict:
     from cogrnet.inference.sliding_window import predict_volume
     from cogrnet.networks import build_network
     from cogrnet.runtime import resolve_device
-    from cogrnet.inference.model import load_checkpoint
+    from cogrnet.checkpoints import load_checkpoint
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(run_dir / "best.pth", map_location=device)

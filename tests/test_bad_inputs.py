@@ -29,7 +29,7 @@ from conftest import CODE
 from cogrnet.data.dataset import CaseStore, write_case_h5
 from cogrnet.errors import run_cli
 from cogrnet.networks import build_network, network_config
-from cogrnet.training.checkpoint import atomic_torch_save, make_checkpoint
+from cogrnet.checkpoints import atomic_torch_save, make_checkpoint
 
 sitk = pytest.importorskip("SimpleITK")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import CODE
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 
 ARGS = ["--dataset", "phantom", "--n_filters", "4", "--patch_size", "32", "32", "16",
         "--device", "cpu", "--no_progress", "--num_workers", "1", "--label_source", "full",

@@ -37,7 +37,7 @@ from dying_worker import VICTIM, killed_on_victim
 from cogrnet.benchmark import ROW_LOCK, TRAINED, row_commands
 from cogrnet.data.samplers import PatchBatcher
 from cogrnet.fileio import LOCK_NAME
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 from test_bad_inputs import REGISTRATION, TEST, TRAIN, assert_one_line_error, call, tree_digest
 from test_training import ENV, _assert_same, _cli, _wait_for, _weights
 

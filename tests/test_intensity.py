@@ -14,7 +14,7 @@ import pytest
 from conftest import CODE
 from cogrnet.data.dataset import CaseStore, normalize_intensity
 from cogrnet.errors import ConfigError
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer
 

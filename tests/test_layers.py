@@ -18,7 +18,7 @@ LAYERS = ("base", "data", "annotation", "prepare", "networks", "inference", "met
           "evaluation", "training", "benchmark")
 #: the modules directly in cogrnet/ (the base layer)
 BASE = {"errors", "fileio", "config", "train_config", "runtime", "parallel", "plotting", "cli",
-        "overlap"}
+        "overlap", "checkpoints"}
 
 
 def module_name(path: Path) -> str:

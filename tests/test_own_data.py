@@ -396,7 +396,7 @@ class _Payload:
 
 def test_checkpoints_load_without_running_code(tmp_path):
     from cogrnet.networks import build_network, network_config
-    from cogrnet.training.checkpoint import (FORMAT, atomic_torch_save, load_checkpoint,
+    from cogrnet.checkpoints import (FORMAT, atomic_torch_save, load_checkpoint,
                                              make_checkpoint)
 
     net = network_config(n_filters=4)

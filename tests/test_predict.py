@@ -10,7 +10,7 @@ import torch
 
 from cogrnet.errors import run_cli
 from cogrnet.networks import build_network, network_config
-from cogrnet.training.checkpoint import atomic_torch_save, make_checkpoint
+from cogrnet.checkpoints import atomic_torch_save, make_checkpoint
 
 sitk = pytest.importorskip("SimpleITK")
 CODE = Path(__file__).resolve().parents[1] / "code"

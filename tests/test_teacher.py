@@ -11,7 +11,7 @@ from cogrnet.methods.base import Stage, StepContext
 from cogrnet.methods.copy_paste import CoGRNet
 from cogrnet.methods.ema import make_teacher, update_ema
 from cogrnet.train_config import TrainConfig
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer
 

@@ -15,7 +15,7 @@ from cogrnet.data.dataset import CaseStore
 from cogrnet.errors import run_cli
 from cogrnet.evaluation import evaluate_model
 from cogrnet.networks import build_network, network_config
-from cogrnet.training.checkpoint import atomic_torch_save, make_checkpoint
+from cogrnet.checkpoints import atomic_torch_save, make_checkpoint
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 

@@ -17,7 +17,7 @@ import torch
 
 from conftest import CODE
 from cogrnet.errors import ConfigError, DataError
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer, TrainingError
 

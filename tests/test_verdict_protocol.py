@@ -22,7 +22,7 @@ from cogrnet.methods.base import Stage
 from cogrnet.methods.losses import ce_dice
 from cogrnet.methods.mean_teacher import UAMT, MeanTeacher
 from cogrnet.methods.ramps import sigmoid_rampup
-from cogrnet.training.checkpoint import load_checkpoint
+from cogrnet.checkpoints import load_checkpoint
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer, stage_lr
 from cogrnet.train_config import TrainConfig

@@ -1,7 +1,8 @@
 """Inference: a trained model from its checkpoint (``model``), sliding-window prediction of
 whole volumes and its post-processing (``sliding_window``), the preprocessing a checkpoint
 records (``settings``) and the segmentation of image files (``segment``: :func:`predict`)."""
-from .model import checkpoint_patch, load_checkpoint, load_model, load_weights
+from ..checkpoints import load_checkpoint
+from .model import checkpoint_patch, load_model, load_weights
 from .segment import predict
 from .sliding_window import (gaussian_importance_map, largest_component, postprocess,
                              predict_volume, segment_image, sliding_window_inference,

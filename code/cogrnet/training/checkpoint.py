@@ -1,34 +1,14 @@
-"""Self-describing checkpoints, written atomically; the format, and reading it back:
-:mod:`cogrnet.inference.model`. What goes in is made :func:`plain` first, so that the file
-loads with ``torch.load(weights_only=True)``.
+"""What ``--resume`` continues and checks: the run's ``last.pth`` (or the generation
+before it) must be an intact checkpoint of the same method and network. The checkpoint
+format, writing and reading: :mod:`cogrnet.checkpoints`.
 """
 from __future__ import annotations
 
-import io
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-
+from ..checkpoints import load_checkpoint
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_write
-from ..inference.model import CHECKSUM, FORMAT, content_digest, load_checkpoint
 from ..train_config import TrainConfig
-
-
-def atomic_torch_save(obj: Any, path: str | Path, previous: str | Path | None = None) -> None:
-    """``torch.save`` through :func:`cogrnet.fileio.atomic_write`: a reader (or a crash at
-    any moment) sees the old file or the new one, never half of one; ``previous``: the old
-    one is kept there. Serialised in memory first, so that a failed write (a full disk) is
-    a one-line :class:`~cogrnet.errors.WriteError` naming ``path``, not an error from
-    inside the zip writer."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getbuffer()
-    atomic_write(path, lambda f: f.write(data), previous=previous)
-
 
 RESUME_KEYS = ("method", "network", "intensity")
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
@@ -88,42 +68,3 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
                           "to start over)")
-
-
-def plain(obj: Any, where: str = "checkpoint") -> Any:
-    """``obj`` with only what ``torch.load(weights_only=True)`` rebuilds: tensors, Python
-    numbers, strings, ``None`` and dicts/lists/tuples of them. NumPy arrays (e.g. RNG
-    states) become tensors, NumPy scalars Python numbers, paths strings; anything else is a
-    ``TypeError`` naming where it sits (``where``), raised before a file is written."""
-    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, torch.Tensor,
-                                       torch.Size, torch.dtype, torch.device)):
-        return obj
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        items = {k: plain(v, f"{where}.{k}") for k, v in obj.items()}
-        if type(obj) in (dict, OrderedDict) and all(items[k] is v for k, v in obj.items()):
-            return obj  # already plain: a state_dict keeps its type and version metadata
-        return items
-    if isinstance(obj, (list, tuple)):
-        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        if all(a is b for a, b in zip(items, obj)):
-            return obj
-        return items if isinstance(obj, list) else tuple(items)
-    raise TypeError(f"{where}: {type(obj).__name__} cannot go into a checkpoint (only tensors "
-                    "and plain types load without running code)")
-
-
-def make_checkpoint(model_state: dict, config: dict, iteration: int, stage: str,
-                    ema_state: dict | None = None, optimizer_state: dict | None = None,
-                    rng: dict | None = None, extra: dict | None = None) -> dict[str, Any]:
-    """The checkpoint dict (see the module doc), made :func:`plain`, with the checksum of
-    its content."""
-    ckpt = plain({"format": FORMAT, "model": model_state, "ema": ema_state,
-                  "optimizer": optimizer_state, "iteration": int(iteration), "stage": stage,
-                  "config": config, "rng": rng, "extra": extra or {}})
-    return {**ckpt, CHECKSUM: content_digest(ckpt)}

@@ -32,7 +32,8 @@ from ..data.samplers import PatchBatcher, Prefetcher
 from ..errors import CoGRNetError, ConfigError, DataError, write_error, writable_dir
 from ..evaluation import validation_dice
 from ..fileio import FolderLock, append_line, lock_folder, read_jsonl, write_json_atomic
-from ..inference.model import load_checkpoint, load_weights
+from ..checkpoints import atomic_torch_save, load_checkpoint, make_checkpoint
+from ..inference.model import load_weights
 from ..methods.base import Stage, StepContext
 from ..methods.ema import make_teacher, update_ema
 from ..methods.registry import build_method
@@ -41,7 +42,7 @@ from ..parallel import failure_reason
 from ..runtime import (amp_dtype, autocast, check_speed, environment, resolve_device,
                        seed_everything, sgd_options)
 from ..train_config import TrainConfig
-from .checkpoint import atomic_torch_save, check_resume, make_checkpoint, resume_checkpoint
+from .checkpoint import check_resume, resume_checkpoint
 from .distributed import (any_rank, average_over_ranks, barrier, broadcast_buffers,
                           broadcast_object, distributed_context, world_size)
 from .data import (check_coarse_dir, check_coarse_files, check_val_cases, labeled_volumes,
