@@ -3,7 +3,6 @@ that gives an output folder one writer."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -12,6 +11,11 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator
 
 from .errors import ConfigError, FolderBusy, write_error, writable_dir
+
+try:  # POSIX; elsewhere (Windows) folders are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - not on the supported platforms' CI
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".cogrnet.lock"
 #: the temporary names :func:`atomic_path` gives: ``.<name>.<pid>.<8 hex><suffix>``
@@ -196,7 +200,8 @@ def lock_folder(folder: str | Path, what: str, name: str = LOCK_NAME) -> FolderL
         raise ConfigError(f"{what} {folder}: folder is not writable "
                           f"({err.strerror or type(err).__name__})") from None
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         pid = _lock_holder(handle)
         handle.close()
