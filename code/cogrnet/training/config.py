@@ -38,7 +38,17 @@ def _ratio(text: str) -> str | float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training command line: its four groups, then the speed options."""
     p = cli_parser("Train CoGRNet (or a baseline) on coarse dual-plane labels or full labels.")
+    for add_group in (_data_arguments, _method_arguments, _optimisation_arguments,
+                      _run_arguments):
+        add_group(p)
+    add_speed_arguments(p)
+    return p
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the cases and their labels come from."""
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default=None,
                    help="preset: la, kits, lits, phantom, or custom (your own data from "
@@ -69,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "preset's, zscore for every preset; none: the reference; test.py "
                         "reads it from the checkpoint)")
 
+
+
+def _method_arguments(p: argparse.ArgumentParser) -> None:
+    """The method and its network."""
     m = p.add_argument_group("method and network")
     m.add_argument("--method", default=DEFAULTS.method, choices=sorted(METHODS),
                    help="CoGRNet or a baseline (docs/METHODS.md)")
@@ -82,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a foreground/background target)")
     m.add_argument("--patch_size", type=int, nargs=3, help="X Y Z (default: the preset's)")
 
+
+
+def _optimisation_arguments(p: argparse.ArgumentParser) -> None:
+    """The schedule, the optimizer and the method's weights."""
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch_size", type=int, default=None,
                    help="(default: the method's own, docs/METHODS.md; 8 for cogrnet/bcp)")
@@ -137,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--skip_nonfinite", action="store_true",
                    help="skip steps with a non-finite loss instead of stopping")
 
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    """The run folder, the device and how the run is recorded."""
     r = p.add_argument_group("run")
     r.add_argument("--exp", default=None, help="run name: <out_root>/<exp>/ (default: <dataset>_<method>)")
     r.add_argument("--out_root", default=DEFAULTS.out_root,
@@ -159,8 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     add_progress(r)
     add_debug(r)
-    add_speed_arguments(p)
-    return p
 
 
 def _schedule(args: argparse.Namespace, preset: DatasetPreset,
