@@ -686,80 +686,123 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    spec_path = Path(a.spec)
-    if not spec_path.is_file():
-        raise ConfigError(f"--spec {spec_path}: file not found")
+def read_spec(path: Path) -> dict[str, Any]:
+    """The benchmark spec at ``path``; a one-line error when it is missing or not JSON."""
+    if not path.is_file():
+        raise ConfigError(f"--spec {path}: file not found")
     try:
-        spec = json.loads(spec_path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"--spec {spec_path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    default_seeds = spec.get("seeds", [1337])
-    rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
-    if a.rows and len(rows) != len(a.rows):
+        raise ConfigError(f"--spec {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def selected_rows(spec: dict[str, Any], names: list[str] | None) -> list[dict[str, Any]]:
+    """The spec's rows named in ``names`` (all of them for ``None``), in the spec's order."""
+    rows = [r for r in spec["rows"] if names is None or r["name"] in names]
+    if names and len(rows) != len(names):
         known = ", ".join(r["name"] for r in spec["rows"])
         raise ConfigError(f"--rows: unknown row name(s); the spec has: {known}")
-    model_dir = Path(a.model_dir)
-    out = Path(a.out)
-    command = "python code/benchmark.py " + " ".join(
-        shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+    return rows
 
+
+def ensure_registration(spec: dict[str, Any], rows: list[dict[str, Any]], out: Path,
+                        run: bool) -> None:
+    """Record the spec's registration command in it, and (``run``) make the coarse labels
+    once when some of ``rows`` trains on them and they are not there yet."""
     reg = spec.get("registration")
-    if reg:
-        reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"),
-                   *cli_flags(reg["args"]), "--out_dir", reg["out_dir"]]
-        reg["command"] = _short(reg_cmd)
-    if reg and uses_coarse(spec, rows) and a.collect is None:
-        if not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
-            print(f"registration -> {reg['out_dir']}", flush=True)
-            _run(reg_cmd, out / "logs" / "registration.log")
+    if not reg:
+        return
+    reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"),
+               *cli_flags(reg["args"]), "--out_dir", reg["out_dir"]]
+    reg["command"] = _short(reg_cmd)
+    if run and uses_coarse(spec, rows) and not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
+        print(f"registration -> {reg['out_dir']}", flush=True)
+        _run(reg_cmd, out / "logs" / "registration.log")
 
-    if a.collect is None:  # a table that runs something keeps its scored list untouched
-        check_isolation(spec, rows, f"--spec {spec_path}")
-    selected = {r["name"] for r in rows}
+
+def known_results(out: Path, collect: list[str] | None
+                  ) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[tuple[str, int], Path]]:
+    """``(row, seed) -> result`` recorded in ``out/results.json`` and in the ``--collect``
+    files, and the file each came from."""
     recorded = recorded_results(out / "results.json")
     source = {key: out / "results.json" for key in recorded}
-    for path in map(Path, a.collect or []):
+    for path in map(Path, collect or []):
         found = imported_results(path)
         recorded.update(found)
         source.update({key: path for key in found})
+    return recorded, source
+
+
+def _seed_result(spec: dict[str, Any], row: dict[str, Any], seed: int, model_dir: Path,
+                 recorded: dict[tuple[str, int], dict[str, Any]],
+                 source: dict[tuple[str, int], Path]) -> tuple[dict[str, Any] | None, tuple]:
+    """A (row, seed)'s finished result (its run folder's, else the recorded one with the same
+    training command), or ``None``; and its ``(exp, train, test, run_dir)``."""
+    exp, train, test = row_commands(spec, row, seed, model_dir)
+    run_dir = model_dir / exp
+    done = run_dir / "bench_result.json"
+    earlier = recorded.get((row["name"], seed))
+    if earlier is not None and earlier.get("train_command") != _short(train):
+        # the spec (or --model_dir) changed since: that number is not this row's
+        print(f"{exp}: {source[(row['name'], seed)]} records another training "
+              "command (changed spec or --model_dir), left out", flush=True)
+        earlier = None
+    if done.exists():
+        result = read_result(done)
+        result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
+        result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
+        print(f"{exp}: done earlier", flush=True)
+    elif earlier is not None:
+        result = earlier
+        print(f"{exp}: recorded in {source[(row['name'], seed)]}", flush=True)
+    else:
+        result = None
+    return result, (exp, train, test, run_dir)
+
+
+def table_state(spec: dict[str, Any], selected: set[str], seeds: list[int] | None,
+                model_dir: Path, known: tuple[dict, dict], collect: bool
+                ) -> tuple[list[dict[str, Any]], list[tuple]]:
+    """Every row of the spec with its finished seeds, and the (row, seed) runs still to do
+    among the ``selected`` rows (``seeds``: the ``--seeds`` asked for, else each row's
+    planned ones; ``collect``: nothing is to do)."""
+    recorded, source = known
+    default_seeds = spec.get("seeds", [1337])
     results, pending = [], []
     for row in spec["rows"]:
         entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
                  "seeds": []}
         results.append(entry)
         planned = row.get("seeds", default_seeds)  # a row's own seeds, else the spec's
-        wanted = a.seeds or planned
-        row_seeds = sorted(set(wanted) | set(planned)
-                           | {s for (name, s) in recorded if name == row["name"]})
-        for seed in row_seeds:
-            exp, train, test = row_commands(spec, row, seed, model_dir)
-            run_dir = model_dir / exp
-            done = run_dir / "bench_result.json"
-            earlier = recorded.get((row["name"], seed))
-            if earlier is not None and earlier.get("train_command") != _short(train):
-                # the spec (or --model_dir) changed since: that number is not this row's
-                print(f"{exp}: {source[(row['name'], seed)]} records another training "
-                      "command (changed spec or --model_dir), left out", flush=True)
-                earlier = None
-            to_run = row["name"] in selected and seed in wanted
-            if done.exists():
-                result = read_result(done)
-                result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
-                result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
-                print(f"{exp}: done earlier", flush=True)
-            elif earlier is not None:
-                result = earlier
-                print(f"{exp}: recorded in {source[(row['name'], seed)]}", flush=True)
-            else:
-                if to_run and a.collect is not None:
-                    print(f"{exp}: not finished, left out", flush=True)
-                elif to_run:
-                    pending.append((entry, seed, exp, train, test, run_dir))
-                continue
-            entry["seeds"].append(_with_curve(result))
-    run_pending(pending, sorted({p[1] for p in pending}), a.jobs, lambda: write_outputs(spec, results, out, command), out,
+        wanted = seeds or planned
+        for seed in sorted(set(wanted) | set(planned)
+                           | {s for (name, s) in recorded if name == row["name"]}):
+            result, (exp, train, test, run_dir) = _seed_result(spec, row, seed, model_dir,
+                                                               recorded, source)
+            if result is not None:
+                entry["seeds"].append(_with_curve(result))
+            elif row["name"] in selected and seed in wanted and collect:
+                print(f"{exp}: not finished, left out", flush=True)
+            elif row["name"] in selected and seed in wanted:
+                pending.append((entry, seed, exp, train, test, run_dir))
+    return results, pending
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    spec_path = Path(a.spec)
+    spec = read_spec(spec_path)
+    rows = selected_rows(spec, a.rows)
+    model_dir, out = Path(a.model_dir), Path(a.out)
+    command = "python code/benchmark.py " + " ".join(
+        shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+    ensure_registration(spec, rows, out, run=a.collect is None)
+    if a.collect is None:  # a table that runs something keeps its scored list untouched
+        check_isolation(spec, rows, f"--spec {spec_path}")
+    results, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
+                                   known_results(out, a.collect), a.collect is not None)
+    run_pending(pending, sorted({p[1] for p in pending}), a.jobs,
+                lambda: write_outputs(spec, results, out, command), out,
                 bool(spec.get("test_teacher")) or spec.get("headline") == "teacher")
     write_outputs(spec, results, out, command)
     print(f"wrote {out / 'results.md'}")
