@@ -129,7 +129,8 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
         scored = set(read_list(find_list(root, split, lists)))
         train = read_list(find_list(root, "train", lists))
         val, _ = validation_ids(root, lists, str(args.get("val_list", "auto")), train)
-        trained = [i for i in train if i not in set(val) and i in scored]
+        held_out = set(val)
+        trained = [i for i in train if i not in held_out and i in scored]
         name = f"{where}: row {row['name']}"
         if trained:
             raise ConfigError(f"{name} trains on {len(trained)} of the {len(scored)} scored "
