@@ -45,6 +45,33 @@ def test_atomic_path_keeps_the_suffix_and_renames_on_success(tmp_path):
     assert path.read_bytes() == b"x" and not tmp.exists()
 
 
+def test_atomic_path_with_previous_never_leaves_the_path_missing(tmp_path, monkeypatch):
+    """Keeping the generation before (``last_prev.pth``) must not open a moment without
+    ``last.pth``: a kill -9 there would leave a run folder with no last checkpoint."""
+    import cogrnet.fileio as fileio
+
+    path, previous = tmp_path / "last.pth", tmp_path / "last_prev.pth"
+    path.write_bytes(b"old")
+    seen = []
+    real = os.replace
+
+    def replace(src, dst):
+        seen.append(path.exists())  # what a kill at this step would leave behind
+        real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    with atomic_path(path, previous=previous) as tmp:
+        tmp.write_bytes(b"new")
+    assert seen == [True, True]
+    assert path.read_bytes() == b"new" and previous.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth", "last_prev.pth"]
+    with pytest.raises(RuntimeError), atomic_path(path, previous=previous) as tmp:
+        tmp.write_bytes(b"never")
+        raise RuntimeError
+    assert path.read_bytes() == b"new" and previous.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth", "last_prev.pth"]
+
+
 def test_read_jsonl_skips_a_torn_last_line(tmp_path):
     """A killed writer leaves half a line at the end: the records before it are read, the
     half line and anything that is not an object are skipped, a missing file is empty."""

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator
@@ -22,6 +23,19 @@ LOCK_NAME = ".cogrnet.lock"
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp")
 
 
+def _temporary(path: Path, suffix: str) -> Path:
+    """A fresh temporary name beside ``path`` (the :data:`_TEMPORARY` pattern)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` a hard link to ``src``, or a copy where the file system has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp",
                 previous: str | Path | None = None) -> Iterator[Path]:
@@ -29,18 +43,23 @@ def atomic_path(path: str | Path, suffix: str = ".tmp",
     the block ends, removed when it raises. A reader, or a crash at any moment, sees the old
     file or the new one, never half of one. ``suffix`` keeps an extension that a writer
     reads the format from (e.g. ``".tmp.nii.gz"``). ``previous``: the file ``path`` held
-    is first renamed there (the generation before, kept). An ``OSError`` of the block (a
-    full disk, ...) becomes a :class:`~cogrnet.errors.WriteError` naming ``path``."""
+    is first linked (or copied) there (the generation before, kept); ``path`` itself is
+    never missing, a crash between the steps leaves both generations readable. An
+    ``OSError`` of the block (a full disk, ...) becomes a :class:`~cogrnet.errors.WriteError` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+    tmp = _temporary(path, suffix)
+    kept = None if previous is None else _temporary(Path(previous), ".tmp")
     try:
         yield tmp
-        if previous is not None and path.exists():
-            os.replace(path, previous)
+        if kept is not None and path.exists():
+            _link_or_copy(path, kept)  # ``path`` stays in place: no moment without it
+            os.replace(kept, previous)
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if kept is not None:
+            kept.unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise write_error(path, err) from err
         raise
