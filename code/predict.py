@@ -52,12 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cogrnet.inference import predict
+    from cogrnet.inference import InferenceFlags, predict
 
-    predict(args.checkpoint, args.input, args.output, ema=args.ema, dataset=args.dataset,
-            stride_xy=args.stride_xy, stride_z=args.stride_z, overlap=args.overlap,
-            mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.keep_largest),
-            normalize=args.normalize, window=args.window, device=args.device, amp=args.amp,
+    predict(args.checkpoint, args.input, args.output, InferenceFlags.from_args(args),
+            dataset=args.dataset, normalize=args.normalize, window=args.window,
             progress=not args.no_progress)
     return 0
 

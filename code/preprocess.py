@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cogrnet.data.preprocess import PREPROCESS_PRESETS, preprocess_release
+from cogrnet.data.preprocess import PREPROCESS_PRESETS, CaseChoice, preprocess_release
 from cogrnet.cli import add_debug, add_out_dir, add_progress, add_workers, parser
 from cogrnet.errors import run_cli
 
@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
 
-    results = preprocess_release(a.dataset, a.raw_dir, a.out_dir, a.lists_dir, a.ids, a.all,
-                                 a.workers, a.overwrite, a.out_size, not a.no_progress)
+    cases = CaseChoice(lists_dir=a.lists_dir, ids=a.ids, all_cases=a.all)
+    results = preprocess_release(a.dataset, a.raw_dir, a.out_dir, cases, a.workers,
+                                 a.overwrite, a.out_size, not a.no_progress)
     count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"done {count['done']}, skipped (existing) {count['skipped']}, "
           f"failed {count['failed']}", file=sys.stderr)

@@ -58,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cogrnet.evaluation import evaluate_split, format_table
+    from cogrnet.evaluation.run import EvaluationOutputs
+    from cogrnet.inference import InferenceFlags
 
     result = evaluate_split(
         args.root_path, args.split, checkpoint=args.checkpoint, pred_dir=args.pred_dir,
-        lists_dir=args.lists_dir, dataset=args.dataset, ema=args.ema,
-        stride_xy=args.stride_xy, stride_z=args.stride_z, overlap=args.overlap,
-        mode=args.mode, sw_batch_size=args.sw_batch_size, nms=bool(args.keep_largest),
-        spacing=args.spacing, save_nifti=args.save_nifti, save_png=args.save_png,
-        out_dir=args.out_dir, device=args.device, amp=args.amp,
+        lists_dir=args.lists_dir, dataset=args.dataset,
+        inference=InferenceFlags.from_args(args), spacing=args.spacing,
+        outputs=EvaluationOutputs(args.out_dir, args.save_nifti, args.save_png),
         progress=not args.no_progress)
     out_dir, summary = result.out_dir, result.summary
     print(format_table(result.rows, summary))

@@ -8,12 +8,14 @@ Runs land in model/<exp>/ (config.json, log.txt, tb/, pretrain_best.pth, best.pt
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 from cogrnet.errors import run_cli
 from cogrnet.training.config import parse_config
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train one run of the command line ``argv`` (None: sys.argv); the exit code."""
     cfg = parse_config(argv)
     from cogrnet.training import train
 

@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,7 +53,8 @@ except ImportError:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cogrnet.benchmark import cli_flags, row_commands, uses_coarse  # noqa: E402
+from cogrnet.benchmark import (registration_command, row_commands,  # noqa: E402
+                               selected_rows, uses_coarse)
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
 from cogrnet.fileio import read_jsonl, write_json_atomic  # noqa: E402
 from cogrnet.train_config import TrainConfig  # noqa: E402
@@ -382,10 +384,9 @@ def make_coarse(spec: dict[str, Any], log: Path) -> None:
     reg = spec["registration"]
     if (Path(reg["out_dir"]) / "summary.json").is_file():
         return
-    cmd = [sys.executable, str(CODE / "utils" / "registration.py"), *cli_flags(reg["args"]),
-           "--out_dir", reg["out_dir"]]
     with open(log, "w") as f:
-        res = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        res = subprocess.run(registration_command(reg), cwd=REPO, stdout=f,
+                             stderr=subprocess.STDOUT)
     if res.returncode != 0:
         raise ConfigError(f"registration failed (exit {res.returncode}), see {log}")
 
@@ -421,78 +422,124 @@ def merge_tables(spec: dict[str, Any], outs: list[Path]) -> dict[str, Any]:
          "seeds": sorted(seeds[r["name"]], key=lambda s: s["seed"])} for r in spec["rows"]]}
 
 
-def run_table(a: argparse.Namespace, spec: dict[str, Any], spec_path: Path, work: Path,
-              t0: float, deadline: float, report: dict[str, Any], save: Any) -> None:
-    """The seeded table (see the module docstring) into ``report['table']`` and
-    ``report['runs']``."""
-    rows = [r for r in spec["rows"] if a.rows is None or r["name"] in a.rows]
-    if a.rows and len(rows) != len(a.rows):
-        raise ConfigError(f"--rows: unknown row name(s); the spec has: "
-                          f"{', '.join(r['name'] for r in spec['rows'])}")
-    preflight(spec, rows, a.smoke)
-    if a.smoke and uses_coarse(spec, rows):
-        make_coarse(spec, work / "registration.log")
-    model_dir = Path(a.model_dir)
+@dataclass
+class SeedRuns:
+    """The seeded table while it runs: one ``code/benchmark.py`` process per seed
+    (``procs``) and its output folder (``outs``); per training run, by experiment name
+    (``runs``): its row, seed, iterations, and the ``(time, work units)`` seen so far."""
+
+    procs: dict[int, subprocess.Popen]
+    outs: dict[int, Path]
+    runs: dict[str, dict[str, Any]]
+    model_dir: Path
+
+
+def start_seeds(spec: dict[str, Any], spec_path: Path, rows: list[dict[str, Any]],
+                seeds: list[int], model_dir: Path, work: Path) -> SeedRuns:
+    """One ``code/benchmark.py`` process per seed over ``rows`` (side by side), each in a
+    session of its own, logging to ``work/table/seed_<seed>/benchmark.log``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    procs: dict[int, subprocess.Popen] = {}
-    outs = {s: work / "table" / f"seed_{s}" for s in a.seeds}
-    runs: dict[str, dict[str, Any]] = {}
-    for seed in a.seeds:
-        outs[seed].mkdir(parents=True, exist_ok=True)
+    table = SeedRuns(procs={}, outs={s: work / "table" / f"seed_{s}" for s in seeds}, runs={},
+                     model_dir=model_dir)
+    for seed in seeds:
+        out = table.outs[seed]
+        out.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(CODE / "benchmark.py"), "--spec", str(spec_path),
-               "--out", str(outs[seed]), "--model_dir", str(model_dir), "--seeds", str(seed),
+               "--out", str(out), "--model_dir", str(model_dir), "--seeds", str(seed),
                "--jobs", str(len(rows)), "--rows", *[r["name"] for r in rows]]
-        with open(outs[seed] / "benchmark.log", "w") as log:  # the child keeps its own handle
-            procs[seed] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True)
+        with open(out / "benchmark.log", "w") as log:  # the child keeps its own handle
+            table.procs[seed] = subprocess.Popen(cmd, cwd=REPO, stdout=log,
+                                                 stderr=subprocess.STDOUT, env=env,
+                                                 start_new_session=True)
         for row in rows:
             exp = row_commands(spec, row, seed, model_dir)[0]
             pre, total = row_iterations(spec, row)
-            runs[exp] = {"row": row["name"], "seed": seed, "pre": pre,
-                         "units": work_units(total, pre), "iterations": total, "history": []}
+            table.runs[exp] = {"row": row["name"], "seed": seed, "pre": pre,
+                               "units": work_units(total, pre), "iterations": total,
+                               "history": []}
+    return table
+
+
+def observe_runs(table: SeedRuns, running: list[int], now: float, late: bool,
+                 window_s: float) -> tuple[dict[int, float | None], dict[str, dict[str, Any]]]:
+    """Read each run's last iteration at ``now`` into its history. Returns the projected end
+    (tests included) of each running seed with runs to finish (``None``: too early to tell),
+    and each run's record for the report. ``late``: a run with no iteration yet has failed."""
+    ends: dict[int, float | None] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for exp, run in table.runs.items():
+        it = last_iteration(table.model_dir / exp / "metrics.jsonl")
+        done = (table.model_dir / exp / "bench_result.json").is_file()
+        if it is not None:
+            run["history"].append((now, work_units(it, run["pre"])))
+        silent = not run["history"] and late
+        if run["seed"] in running and not done and not silent:  # a silent run: failed
+            end = project_end(run["history"], run["units"], window_s)
+            prev = ends.get(run["seed"], now)
+            ends[run["seed"]] = (None if end is None or prev is None
+                                 else max(prev, end + TEST_RESERVE_S))
+        records[exp] = {"row": run["row"], "seed": run["seed"], "finished": done,
+                        "iteration": it, "of": run["iterations"]}
+    return ends, records
+
+
+def stop_late_seed(table: SeedRuns, ends: dict[int, float | None], deadline: float,
+                   elapsed: float, stopped: dict[int, str]) -> None:
+    """Stop the seed :func:`seed_to_stop` names, if any, recording why in ``stopped``
+    (``elapsed``: seconds since the command started)."""
+    victim = seed_to_stop(ends, deadline)
+    if victim is None:
+        return
+    stopped[victim] = (f"stopped {elapsed:.0f} s into the command: its runs were "
+                       f"projected to end {ends[victim] - deadline:.0f} s after the "
+                       "deadline")
+    print(f"seed {victim}: {stopped[victim]}", flush=True)
+    stop_groups([table.procs[victim]])
+    for run in table.runs.values():
+        run["history"] = run["history"][-1:]  # rates change once a seed is gone
+
+
+def watch_seeds(table: SeedRuns, spec: dict[str, Any], a: argparse.Namespace, t0: float,
+                deadline: float, report: dict[str, Any], save: Any) -> None:
+    """Every ``--poll_s`` until no seed runs: the runs' progress and the merged table into
+    ``report`` (saved); a seed projected to end too late stopped, and at ``deadline``
+    (perf_counter seconds, like the start ``t0``) every seed still running."""
     stopped: dict[int, str] = {}
     report["runs"] = {}
     started = time.perf_counter()
     while True:
         now = time.perf_counter()
-        running = [s for s, p in procs.items() if p.poll() is None]
-        ends: dict[int, float | None] = {}  # projected end of each seed with runs to finish
-        for exp, run in runs.items():
-            it = last_iteration(model_dir / exp / "metrics.jsonl")
-            done = (model_dir / exp / "bench_result.json").is_file()
-            if it is not None:
-                run["history"].append((now, work_units(it, run["pre"])))
-            silent = not run["history"] and now - started > 2 * a.rate_window_s
-            if run["seed"] in running and not done and not silent:  # a silent run: failed
-                end = project_end(run["history"], run["units"], a.rate_window_s)
-                prev = ends.get(run["seed"], now)
-                ends[run["seed"]] = (None if end is None or prev is None
-                                     else max(prev, end + TEST_RESERVE_S))
-            report["runs"][exp] = {"row": run["row"], "seed": run["seed"], "finished": done,
-                                   "iteration": it, "of": run["iterations"]}
-        report["table"] = merge_tables(spec, list(outs.values()))
+        running = [s for s, p in table.procs.items() if p.poll() is None]
+        ends, records = observe_runs(table, running, now,
+                                     now - started > 2 * a.rate_window_s, a.rate_window_s)
+        report["runs"] = records
+        report["table"] = merge_tables(spec, list(table.outs.values()))
         report["stopped_seeds"] = stopped
         save()
         if not running:
-            break
+            return
         if now >= deadline:
             stopped.update({s: "still running at the deadline" for s in running})
-            stop_groups([procs[s] for s in running])
+            stop_groups([table.procs[s] for s in running])
             continue
-        victim = seed_to_stop(ends, deadline)
-        if victim is not None:
-            stopped[victim] = (f"stopped {now - t0:.0f} s into the command: its runs were "
-                               f"projected to end {ends[victim] - deadline:.0f} s after the "
-                               "deadline")
-            print(f"seed {victim}: {stopped[victim]}", flush=True)
-            stop_groups([procs[victim]])
-            for run in runs.values():
-                run["history"] = run["history"][-1:]  # rates change once a seed is gone
+        stop_late_seed(table, ends, deadline, now - t0, stopped)
         time.sleep(a.poll_s)
+
+
+def run_table(a: argparse.Namespace, spec: dict[str, Any], spec_path: Path, work: Path,
+              t0: float, deadline: float, report: dict[str, Any], save: Any) -> None:
+    """The seeded table (see the module docstring) into ``report['table']`` and
+    ``report['runs']``."""
+    rows = selected_rows(spec, a.rows)
+    preflight(spec, rows, a.smoke)
+    if a.smoke and uses_coarse(spec, rows):
+        make_coarse(spec, work / "registration.log")
+    table = start_seeds(spec, spec_path, rows, a.seeds, Path(a.model_dir), work)
+    watch_seeds(table, spec, a, t0, deadline, report, save)
     for exp, rec in report["runs"].items():
         if not rec["finished"]:
-            rec["log_tail"] = _tail(outs[rec["seed"]] / "logs" / f"{exp}.log")
-    report["table"] = merge_tables(spec, list(outs.values()))
+            rec["log_tail"] = _tail(table.outs[rec["seed"]] / "logs" / f"{exp}.log")
+    report["table"] = merge_tables(spec, list(table.outs.values()))
     save()
 
 
@@ -628,56 +675,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return a
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    a = parse_args(argv)
-    if a.report:
-        path = Path(a.report)
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"--report {path}: cannot read it as JSON ({err})") from None
-        print(variant_table_md(report))
-        return 0
-    if a.prepare:
-        return prepare(a)
-    if not a.out:
-        raise ConfigError("--out: required (the folder for gpu_benchmark.json)")
-    from cogrnet.runtime import resolve_device
+def show_report(path: Path) -> int:
+    """``--report``: print the variant table of a written report."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--report {path}: cannot read it as JSON ({err})") from None
+    print(variant_table_md(report))
+    return 0
 
-    t0 = time.perf_counter()
-    device = resolve_device(a.device)
-    if device.type != "cuda" and not a.smoke:
-        raise ConfigError(f"--device {a.device}: no CUDA device here; use --smoke on a CPU")
+
+def work_folders(a: argparse.Namespace) -> tuple[Path, Path]:
+    """``--out`` and the work folder (made), absolute; ``a.model_dir`` made absolute, or
+    set to its default."""
     out = Path(a.out).resolve()
     work = Path(a.work_dir or (out / "work" if a.smoke else "/tmp/gpu_benchmark")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     a.model_dir = str(Path(a.model_dir).resolve()) if a.model_dir else str(
         work / "model" if a.smoke else REPO / "model")
-    spec_path = Path(a.spec)
-    spec = json.loads(spec_path.read_text())
-    if a.smoke:
-        if a.root_path is None:
-            from cogrnet.prepare.phantom import make_phantom_set
+    return out, work
 
-            a.root_path = str(work / "phantom")
-            if not (Path(a.root_path) / "train.list").is_file():
-                make_phantom_set(a.root_path, n_train=4, n_test=2, base_shape=(40, 36, 24),
-                                 jitter=4, seed=0)
-        a.speed_root = a.root_path
-        a.pre_iters, a.self_iters = min(a.pre_iters, 2), min(a.self_iters, 3)
-        a.profile_iters = min(a.profile_iters, 2)
-        spec = smoke_spec(spec, a.root_path, work, a.seeds)
-        spec_path = work / "smoke_spec.json"
-        write_json_atomic(spec_path, spec)
-    report: dict[str, Any] = {"command": "python3 scripts/gpu_benchmark.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "machine": machine(), "smoke": a.smoke,
-        "budget_s": a.budget_s}
 
-    def save() -> None:
-        report["elapsed_s"] = round(time.perf_counter() - t0, 1)
-        write_json_atomic(out / REPORT, report)
+def smoke_setup(a: argparse.Namespace, spec: dict[str, Any],
+                work: Path) -> tuple[dict[str, Any], Path]:
+    """``--smoke``: the phantoms (made in ``work`` unless ``--root_path``) for the variants
+    and the table, fewer iterations in ``a``, and the reduced spec, written to
+    ``work/smoke_spec.json``; returns that spec and its path."""
+    if a.root_path is None:
+        from cogrnet.prepare.phantom import make_phantom_set
 
-    save()
+        a.root_path = str(work / "phantom")
+        if not (Path(a.root_path) / "train.list").is_file():
+            make_phantom_set(a.root_path, n_train=4, n_test=2, base_shape=(40, 36, 24),
+                             jitter=4, seed=0)
+    a.speed_root = a.root_path
+    a.pre_iters, a.self_iters = min(a.pre_iters, 2), min(a.self_iters, 3)
+    a.profile_iters = min(a.profile_iters, 2)
+    spec = smoke_spec(spec, a.root_path, work, a.seeds)
+    spec_path = work / "smoke_spec.json"
+    write_json_atomic(spec_path, spec)
+    return spec, spec_path
+
+
+def measure_variants(a: argparse.Namespace, work: Path, device: torch.device, t0: float,
+                     report: dict[str, Any], save: Any) -> None:
+    """The speed variants, then the profile of the plain path, within ``--variant_budget_s``
+    of ``t0`` (perf_counter seconds), into ``report``; prints the variant table."""
     base = variant_argv(a, a.speed_root, work / "variants") + [
         "--pre_max_iteration", str(a.pre_iters), "--self_max_iteration", str(a.self_iters)]
     names = a.variants or (SMOKE_VARIANTS if a.smoke else GPU_VARIANTS)
@@ -692,6 +735,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["variants_s"] = round(time.perf_counter() - t0, 1)
     save()
     print(variant_table_md(report), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.report:
+        return show_report(Path(a.report))
+    if a.prepare:
+        return prepare(a)
+    if not a.out:
+        raise ConfigError("--out: required (the folder for gpu_benchmark.json)")
+    from cogrnet.runtime import resolve_device
+
+    t0 = time.perf_counter()
+    device = resolve_device(a.device)
+    if device.type != "cuda" and not a.smoke:
+        raise ConfigError(f"--device {a.device}: no CUDA device here; use --smoke on a CPU")
+    out, work = work_folders(a)
+    spec_path = Path(a.spec)
+    spec = json.loads(spec_path.read_text())
+    if a.smoke:
+        spec, spec_path = smoke_setup(a, spec, work)
+    report: dict[str, Any] = {"command": "python3 scripts/gpu_benchmark.py " + " ".join(
+        sys.argv[1:] if argv is None else argv), "machine": machine(), "smoke": a.smoke,
+        "budget_s": a.budget_s}
+
+    def save() -> None:
+        report["elapsed_s"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(out / REPORT, report)
+
+    save()
+    measure_variants(a, work, device, t0, report, save)
     if not a.no_table:
         run_table(a, spec, spec_path, work, t0, t0 + a.budget_s - 15.0, report, save)
         done = sum(r["finished"] for r in report["runs"].values())

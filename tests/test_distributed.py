@@ -167,12 +167,12 @@ out = Path({out!r})
 real_save = T.Trainer._save
 
 
-def save(self, name, student, teacher, *args, **kwargs):
+def save(self, name, run, *args, **kwargs):
     # every rank writes the weights it holds at each checkpoint (the trainer: rank 0 only)
-    torch.save({{"model": student.state_dict(),
-                "ema": None if teacher is None else teacher.state_dict()}},
+    torch.save({{"model": run.student.state_dict(),
+                "ema": None if run.teacher is None else run.teacher.state_dict()}},
                out / f"rank{{self.rank}}_{{name}}")
-    return real_save(self, name, student, teacher, *args, **kwargs)
+    return real_save(self, name, run, *args, **kwargs)
 
 
 T.Trainer._save = save

@@ -79,7 +79,7 @@ def test_failed_predict_leaves_no_empty_output_folder(predict_script, checkpoint
 
 
 def test_preprocessing_is_said_in_words():
-    from cogrnet.config import get_preset
+    from cogrnet.presets import get_preset
     from cogrnet.inference.settings import scan_preprocessing
 
     text = scan_preprocessing({"intensity": "zscore"}, get_preset("custom")).describe()

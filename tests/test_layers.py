@@ -17,7 +17,7 @@ LIBRARY = CODE / "cogrnet"
 LAYERS = ("base", "data", "annotation", "prepare", "networks", "inference", "methods",
           "evaluation", "training", "benchmark")
 #: the modules directly in cogrnet/ (the base layer)
-BASE = {"errors", "fileio", "config", "train_config", "runtime", "parallel", "plotting", "cli",
+BASE = {"errors", "fileio", "presets", "train_config", "runtime", "parallel", "plotting", "cli",
         "overlap", "checkpoints"}
 
 

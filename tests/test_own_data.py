@@ -327,7 +327,7 @@ def test_registration_reads_painted_maps_and_checks_their_grid(imported, tmp_pat
 
 
 def test_custom_preset_patch_from_data():
-    from cogrnet.config import custom_preset
+    from cogrnet.presets import custom_preset
 
     p = custom_preset("/r", [(200, 150, 40), (180, 170, 44), (190, 90, 30)], labelnum=4)
     assert p.patch_size == (112, 112, 32) and p.stride_xy == 56 and p.stride_z == 16

@@ -14,6 +14,7 @@ import torch
 from cogrnet.data.dataset import CaseStore
 from cogrnet.errors import run_cli
 from cogrnet.evaluation import evaluate_model
+from cogrnet.inference import InferenceSettings
 from cogrnet.networks import build_network, network_config
 from cogrnet.checkpoints import atomic_torch_save, make_checkpoint
 
@@ -180,10 +181,13 @@ def test_evaluate_model_meaningful_metrics(tmp_path):
     (tmp_path / "val.list").write_text("c0\nc1\n")
     store = CaseStore(tmp_path)
     seen = []
-    rows = evaluate_model(Threshold(), store, store.split("val"), (16, 16, 16), (8, 8, 8), 2,
-                          device="cpu", nms=False, spacing=(1.0, 1.0, 2.0),
+    settings = InferenceSettings((16, 16, 16), (8, 8, 8), keep_largest=False,
+                                 device=torch.device("cpu"))
+    rows = evaluate_model(Threshold(), store, store.split("val"), settings, 2,
+                          spacing=(1.0, 1.0, 2.0),
                           callback=lambda case, pred, prob: seen.append(pred.shape))
     assert [r["dice"] for r in rows] == [1.0, 1.0] and rows[0]["hd95_mm"] == 0.0
     assert seen == [(30, 26, 20)] * 2
-    rows = evaluate_model(Threshold(), store, ["c0"], (16, 16, 16), (8, 8, 8), 2, nms=True)
+    rows = evaluate_model(Threshold(), store, ["c0"],
+                          InferenceSettings((16, 16, 16), (8, 8, 8), keep_largest=True), 2)
     assert rows[0]["dice"] < 1.0 and not rows[0]["empty_prediction"]

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
+from cogrnet.cli import option_strings
 from cogrnet.errors import ConfigError
 from cogrnet.methods.base import MethodDefaults
 from cogrnet.methods.mean_teacher import MeanTeacher
 from cogrnet.methods.registry import METHODS
-from cogrnet.train_config import DEFAULTS, TrainConfig
+from cogrnet.train_config import DEFAULTS, TrainConfig, flag_fields
 from cogrnet.training.config import build_parser, parse_config
 
 
@@ -41,6 +42,44 @@ def test_argparse_defaults_are_the_dataclass_defaults():
         want = getattr(DEFAULTS, key)
         got = list(args[key]) if isinstance(args[key], tuple) else args[key]
         assert got == want, key
+
+
+def test_each_flag_is_written_once_in_its_field():
+    """train.py's parser is made from the fields: each field's flag shows the field's help
+    and choices and takes the field's default (None: the preset or the method fills it)."""
+    actions = option_strings(build_parser())
+    flags = flag_fields()
+    assert len(flags) >= 40
+    for ff in flags:
+        action = actions[ff.option]
+        assert action.help == ff.flag.help, ff.name
+        if ff.flag.choices:
+            assert tuple(action.choices) == tuple(ff.flag.choices), ff.name
+        if ff.kind is not bool:
+            want = None if ff.flag.filled else getattr(DEFAULTS, ff.name)
+            got = list(action.default) if isinstance(action.default, tuple) else action.default
+            assert got == want, ff.name
+    # on by default: the flag turns the field off
+    off = parse_config(["--no_augment", "--nondeterministic", "--no_pseudo_lcc"])
+    assert not (off.augment or off.deterministic or off.pseudo_lcc)
+    # an interval of 0 or less is every iteration
+    cfg = parse_config(["--val_interval", "0", "--save_interval", "-5", "--image_interval", "3"])
+    assert (cfg.val_interval, cfg.save_interval, cfg.image_interval) == (1, 1, 3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr_step", "0"], r"^--lr_step 0: must be at least 1$"),
+    (["--pre_lr_step", "0"], r"^--pre_lr_step 0: must be at least 1$"),
+    (["--patch_size", "20", "32", "32"], r"^--patch_size 20 32 32: each side must be a multiple "),
+    (["--pre_max_iteration", "-1"], r"^--pre_max_iteration must be >= 0$"),
+    (["--method", "mt", "--max_iteration", "-1"], r"^--max_iteration must be >= 0$"),
+    # two problems: the given flag's own check comes before the preset-filled values'
+    (["--lr_step", "0", "--patch_size", "20", "32", "32"], r"^--lr_step 0"),
+    (["--method", "mt", "--pre_lr_step", "0"], r"^--pre_lr_step is for two-stage methods"),
+])
+def test_each_field_checks_its_own_value_in_one_pass(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
 
 
 def test_method_defaults_come_from_the_method_class(monkeypatch):

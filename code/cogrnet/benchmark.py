@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from cogrnet.cli import add_debug, add_out_dir, parser
-from cogrnet.config import MODEL_DIR, REPO_ROOT
+from cogrnet.presets import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError, FolderBusy
 from cogrnet.evaluation.compare import paired_difference, seed_gap
 from cogrnet.evaluation.metrics import METRIC_NAMES
@@ -706,6 +706,13 @@ def selected_rows(spec: dict[str, Any], names: list[str] | None) -> list[dict[st
     return rows
 
 
+def registration_command(reg: dict[str, Any]) -> list[str]:
+    """The command that makes a spec's coarse labels: ``code/utils/registration.py`` with
+    the flags of the ``registration`` block's ``args`` and its ``out_dir``."""
+    return [sys.executable, str(CODE / "utils" / "registration.py"),
+            *cli_flags(reg["args"]), "--out_dir", reg["out_dir"]]
+
+
 def ensure_registration(spec: dict[str, Any], rows: list[dict[str, Any]], out: Path,
                         run: bool) -> None:
     """Record the spec's registration command in it, and (``run``) make the coarse labels
@@ -713,8 +720,7 @@ def ensure_registration(spec: dict[str, Any], rows: list[dict[str, Any]], out: P
     reg = spec.get("registration")
     if not reg:
         return
-    reg_cmd = [sys.executable, str(CODE / "utils" / "registration.py"),
-               *cli_flags(reg["args"]), "--out_dir", reg["out_dir"]]
+    reg_cmd = registration_command(reg)
     reg["command"] = _short(reg_cmd)
     if run and uses_coarse(spec, rows) and not (REPO_ROOT / reg["out_dir"] / "summary.json").exists():
         print(f"registration -> {reg['out_dir']}", flush=True)

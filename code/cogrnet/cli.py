@@ -179,7 +179,7 @@ def add_run_switches(p: argparse._ActionsContainer, *, device: bool = True, amp:
 
 def add_dataset(p: argparse._ActionsContainer, help: str, default: str | None = None,
                 **kwargs: Any) -> argparse.Action:
-    """``--dataset``: a preset name of :data:`cogrnet.config.PRESETS` (``kwargs``: e.g.
+    """``--dataset``: a preset name of :data:`cogrnet.presets.PRESETS` (``kwargs``: e.g.
     ``choices``)."""
     return p.add_argument("--dataset", default=default, help=help, **kwargs)
 

@@ -13,7 +13,7 @@ import torch
 
 from .cli import add_switch
 from .errors import ConfigError
-from .train_config import TrainConfig
+from .train_config import DEFAULTS, TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -87,14 +87,14 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     if parser.get_default("sgd_impl") is not None:
         return
     g = parser.add_argument_group("speed (the step computes the same; docs/PERFORMANCE.md)")
-    g.add_argument("--sgd_impl", choices=tuple(SGD_IMPLS), default="auto",
+    g.add_argument("--sgd_impl", choices=tuple(SGD_IMPLS), default=DEFAULTS.sgd_impl,
                    help="SGD kernels: auto (torch's choice), for_loop, foreach or fused")
-    g.add_argument("--cuda_graphs", choices=CUDA_GRAPHS, default="none",
+    g.add_argument("--cuda_graphs", choices=CUDA_GRAPHS, default=DEFAULTS.cuda_graphs,
                    help="replay CUDA graphs of the teacher forward, the student forward + "
                         "backward, or both (CUDA only)")
-    add_switch(g, "pin_memory", False,
+    add_switch(g, "pin_memory", DEFAULTS.pin_memory,
                "copy batches from page-locked memory, asynchronously (CUDA only)")
-    g.add_argument("--compile_mode", choices=COMPILE_MODES, default=None,
+    g.add_argument("--compile_mode", choices=COMPILE_MODES, default=DEFAULTS.compile_mode,
                    help="torch.compile mode of the student (implies --compile; default: "
                         "none, --compile alone: torch's default mode)")
 

@@ -19,7 +19,8 @@ from ..errors import ConfigError
 from .dpa import DPA, plane_slice
 from .quality import slice_distance
 
-METHODS = ("sdf", "intersection", "vote")
+#: the plane fusions (registration.py --fusion)
+FUSIONS = ("sdf", "intersection", "vote")
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class FusionParams:
     tau: float = 3.0  # confidence scale
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in FUSIONS:
             raise ConfigError(f"--fusion {self.method}: unknown (choose from "
-                              f"{', '.join(METHODS)})")
+                              f"{', '.join(FUSIONS)})")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"fusion gamma must be in (0, 1], got {self.gamma}")
         for name in ("clip", "tau"):

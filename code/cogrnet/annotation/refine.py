@@ -26,7 +26,8 @@ from .dpa import DPA, slices_mask
 from .fuse import FusionParams, fusion_score, label_from_score
 from .quality import slice_distance
 
-METHODS = ("none", "intensity")
+#: the coarse-label refinements (registration.py --refine)
+REFINEMENTS = ("none", "intensity")
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,9 @@ class RefineParams:
     sample: float = 8.0  # annotated-slice voxels with |score| <= sample train the histograms
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in REFINEMENTS:
             raise ConfigError(f"--refine {self.method}: unknown (choose from "
-                              f"{', '.join(METHODS)})")
+                              f"{', '.join(REFINEMENTS)})")
         for name in ("sigma", "sample"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"refinement {name} must be > 0, got {getattr(self, name)}")

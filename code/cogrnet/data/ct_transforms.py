@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..config import PreprocessPreset
+from ..presets import PreprocessPreset
 from ..errors import ConfigError, DataError
 from .transforms import resize_volume
 

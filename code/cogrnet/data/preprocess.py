@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import PRESETS, PreprocessPreset
+from ..presets import PRESETS, PreprocessPreset
 from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import atomic_path
 from ..parallel import run_cases
@@ -63,7 +63,7 @@ LIST_NAMES = ("train.list", "test.list")
 # presets
 
 
-#: the raw CT releases: the ``preprocess`` part of their dataset presets (cogrnet.config)
+#: the raw CT releases: the ``preprocess`` part of their dataset presets (cogrnet.presets)
 PREPROCESS_PRESETS: dict[str, PreprocessPreset] = {
     name: p.preprocess for name, p in PRESETS.items() if p.preprocess is not None}
 
@@ -217,31 +217,41 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class CaseChoice:
+    """Which raw cases :func:`preprocess_release` converts: ``ids``, else every raw case
+    (``all_cases``, or no lists), else the IDs of ``lists_dir``'s lists (default: the
+    preset's; ``"none"``: no lists), whose list files are copied to the output folder."""
+
+    lists_dir: str | Path | None = None
+    ids: Sequence[str] | None = None
+    all_cases: bool = False
+
+
 def preprocess_release(dataset: str, raw_dir: str | Path, out_dir: str | Path | None = None,
-                       lists_dir: str | Path | None = None, ids: Sequence[str] | None = None,
-                       all_cases: bool = False, workers: int = 1, overwrite: bool = False,
-                       out_size: Sequence[int] | None = None, progress: bool = True,
+                       cases: CaseChoice = CaseChoice(), workers: int = 1,
+                       overwrite: bool = False, out_size: Sequence[int] | None = None,
+                       progress: bool = True,
                        log: Callable[[str], None] = _stderr) -> list[CaseResult]:
     """Convert the raw ``dataset`` release (``kits`` or ``lits``) under ``raw_dir`` into
-    ``out_dir`` (default: the dataset preset's root_path): the cases of ``ids``, else every
-    raw case (``all_cases``, or no lists), else the IDs of ``lists_dir``'s lists (default:
-    the preset's; ``"none"``: no lists), whose list files are copied to ``out_dir``.
-    ``code/preprocess.py``'s flags; ``log`` gets the progress lines. Returns one
-    :class:`CaseResult` per case (a failed case does not stop the others)."""
+    ``out_dir`` (default: the dataset preset's root_path): the ``cases`` chosen (see
+    :class:`CaseChoice`). ``code/preprocess.py``'s flags; ``log`` gets the progress lines.
+    Returns one :class:`CaseResult` per case (a failed case does not stop the others)."""
     if workers < 1:
         raise ConfigError(f"--workers: need at least 1, got {workers}")
     preset = get_preprocess_preset(dataset, out_size)
     ds = PRESETS[dataset]
     out = Path(out_dir or ds.root_path)
-    lists = None if str(lists_dir or "").lower() == "none" else (lists_dir or ds.lists_dir)
+    lists = (None if str(cases.lists_dir or "").lower() == "none"
+             else (cases.lists_dir or ds.lists_dir))
 
-    chosen = list(ids) if ids else None
-    if chosen is None and not all_cases and lists is not None:
+    chosen = list(cases.ids) if cases.ids else None
+    if chosen is None and not cases.all_cases and lists is not None:
         chosen = list_ids(lists)
     raw_cases = list(find_raw_cases(raw_dir, preset, chosen).values())
     if not raw_cases:
         raise ConfigError(f"--raw_dir {raw_dir}: no {dataset} cases found")
-    source = ("--ids" if ids else "every raw case" if (all_cases or chosen is None)
+    source = ("--ids" if cases.ids else "every raw case" if (cases.all_cases or chosen is None)
               else f"lists in {lists}")
     writable_dir(out, "--out_dir")
     log(f"{len(raw_cases)} case(s) ({source}) -> {out}, size "

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..config import PreprocessPreset
+from ..presets import PreprocessPreset
 from ..errors import ConfigError, DataError
 from .image_io import image_array, read_image
 

@@ -10,7 +10,8 @@ import torch
 
 from ..data.dataset import Case, CaseStore, require_foreground
 from ..errors import CoGRNetError
-from ..inference.sliding_window import segment_image
+from ..inference.segment import segment_image
+from ..inference.settings import InferenceSettings
 from .metrics import case_metrics
 
 # (case, prediction (X, Y, Z) uint8, probabilities (K, X, Y, Z) float32) -> None
@@ -35,16 +36,13 @@ def require_scorable(case: Case) -> None:
 
 
 def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
-                   patch: Sequence[int], strides: Sequence[int] | None, num_classes: int,
-                   device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
-                   mode: str = "constant", sw_batch_size: int = 1,
-                   overlap: float | None = None, spacing: Sequence[float] | None = None,
-                   case_spacing: bool = False,
+                   settings: InferenceSettings, num_classes: int,
+                   spacing: Sequence[float] | None = None, case_spacing: bool = False,
                    callback: CaseCallback | None = None, catch_errors: bool = False,
                    progress: bool = False) -> list[dict[str, Any]]:
-    """Segment and score each case of ``ids`` (images and labels from ``store``).
+    """Segment and score each case of ``ids`` (images and labels from ``store``) with the
+    sliding windows of ``settings``.
 
-    ``patch``/``strides`` in voxels ``(X, Y, Z)`` (``overlap`` overrides ``strides``).
     Returns one dict per case: ``case``, ``dice``, ``jaccard``, ``hd95``, ``asd`` (voxels),
     ``hd95_mm``/``asd_mm`` when ``spacing`` (mm per voxel) is given (or, with
     ``case_spacing`` and no ``spacing``, when the case records its own), ``empty_prediction``,
@@ -66,8 +64,7 @@ def evaluate_model(model: torch.nn.Module, store: CaseStore, ids: Iterable[str],
         try:
             case = store.get(case_id, with_label=True)
             require_scorable(case)
-            pred, prob = segment_image(model, case.image, patch, strides, overlap, device,
-                                       amp, nms, mode, sw_batch_size)
+            pred, prob = segment_image(model, case.image, settings)
             row = score_prediction(case_id, pred, case.label, num_classes,
                                    case.spacing if spacing is None and case_spacing else spacing)
             row["seconds"] = round(time.perf_counter() - t0, 3)
@@ -89,8 +86,9 @@ def validation_dice(model: torch.nn.Module, store: CaseStore, ids: Iterable[str]
                     overlap: float | None = None) -> dict[str, float]:
     """Dice per case (``case_id -> dice``) of :func:`evaluate_model` with the largest
     component kept: the training stage's validation."""
-    rows = evaluate_model(model, store, ids, patch, None, num_classes=num_classes,
-                          device=device, amp=amp, nms=True, overlap=overlap)
+    settings = InferenceSettings(tuple(patch), overlap=overlap, keep_largest=True,
+                                 device=torch.device(device), amp=amp)
+    rows = evaluate_model(model, store, ids, settings, num_classes)
     return {r["case"]: float(r["dice"]) for r in rows}
 
 

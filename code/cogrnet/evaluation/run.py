@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.dataset import CaseStore, find_list
+import numpy as np
+
+from ..presets import DatasetPreset
+from ..data.dataset import Case, CaseStore, find_list
 from ..data.nifti import MASK_SUFFIX, read_prediction, write_prediction
 from ..errors import ConfigError, DataError
 from ..fileio import lock_folder
-from ..inference.model import checkpoint_patch, load_model
-from ..inference.settings import inference_preset, inference_strides
-from ..inference.sliding_window import strides_from_overlap
+from ..inference.model import load_model
+from ..inference.settings import InferenceFlags, InferenceSettings, inference_preset
 from ..runtime import resolve_device
-from .evaluate import error_text, evaluate_model, require_scorable, score_prediction
+from .evaluate import (CaseCallback, error_text, evaluate_model, require_scorable,
+                       score_prediction)
 from .report import write_report
 
 
@@ -29,10 +32,42 @@ class EvaluationResult:
     out_dir: Path
 
 
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    """Where an evaluation writes ``per_case.csv`` and ``summary.json`` (``out_dir``;
+    ``None``: ``<checkpoint dir>/test_<split>``, or ``<pred_dir>/eval_<split>``), and what
+    it writes beside them: each case's prediction as NIfTI (``save_nifti``) and as a
+    figure (``save_png``)."""
+
+    out_dir: str | Path | None = None
+    save_nifti: bool = False
+    save_png: bool = False
+
+
+@dataclass(frozen=True)
+class _SplitCases:
+    """The cases of a split and what the report says about them."""
+
+    preset: DatasetPreset
+    root_path: str | Path
+    split: str
+    store: CaseStore
+    ids: list[str]
+    list_file: Path
+    num_classes: int
+    intensity: str
+
+
+def saved_prediction(folder: Path, case_id: str) -> Path:
+    """``folder/<ID>.nii.gz``: a case's prediction as ``test.py --save_nifti`` writes it."""
+    return folder / f"{case_id}.nii.gz"
+
+
 def prediction_file(pred_dir: Path, case_id: str) -> Path:
     """``pred_dir/<ID>.nii.gz`` (test.py --save_nifti), else ``<ID>_mask.nii.gz``
     (predict.py); a :class:`DataError` naming every name looked for when neither exists."""
-    names = {f"{case_id}.nii.gz": "test.py --save_nifti", case_id + MASK_SUFFIX: "predict.py"}
+    names = {saved_prediction(pred_dir, case_id).name: "test.py --save_nifti",
+             case_id + MASK_SUFFIX: "predict.py"}
     for name in names:
         if (pred_dir / name).is_file():
             return pred_dir / name
@@ -41,22 +76,83 @@ def prediction_file(pred_dir: Path, case_id: str) -> Path:
                     f"{looked})")
 
 
-def _check_arguments(checkpoint: str | None, pred_dir: str | None, sw_batch_size: int,
-                     strides: dict[str, int | None], overlap: float | None,
+def _check_arguments(checkpoint: str | None, pred_dir: str | None,
                      spacing: Sequence[float] | None) -> None:
     if (checkpoint is None) == (pred_dir is None):
         raise ConfigError("give exactly one of --checkpoint and --pred_dir")
-    if sw_batch_size < 1:
-        raise ConfigError(f"--sw_batch_size {sw_batch_size}: must be >= 1")
-    for name, value in strides.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} {value}: must be >= 1")
-    if overlap is not None and not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"--overlap {overlap}: must be in [0, 1)")
     if spacing is not None and min(spacing) <= 0:
         raise ConfigError(f"--spacing {spacing}: values must be > 0")
     if pred_dir is not None and not Path(pred_dir).is_dir():
         raise DataError(f"--pred_dir {pred_dir}: folder not found")
+
+
+def _open_cases(ckpt: dict[str, Any] | None, dataset: str | None,
+                root_path: str | Path | None, split: str,
+                lists_dir: str | None) -> _SplitCases:
+    """The cases of ``split``: the preset (``dataset``, else the checkpoint's), its root and
+    lists where they are not given, the checkpoint's classes and intensity normalisation."""
+    preset = inference_preset(ckpt["config"] if ckpt is not None else None, dataset, root_path)
+    root_path = root_path or preset.root_path
+    if not root_path:
+        raise ConfigError(f"--root_path is required with dataset {preset.name} (the folder "
+                          "code/import_dataset.py wrote)")
+    num_classes = (int(ckpt["config"]["network"].get("num_classes", preset.num_classes))
+                   if ckpt is not None else preset.num_classes)
+    lists_dir = lists_dir if lists_dir is not None else preset.lists_dir
+    # the checkpoint's intensity normalisation; predictions scored from files need none
+    intensity = ckpt["config"].get("intensity", "none") if ckpt is not None else "none"
+    store = CaseStore(root_path, num_classes=num_classes, intensity=intensity)
+    ids = store.split(split, lists_dir)
+    list_file = find_list(root_path, split, lists_dir)
+    return _SplitCases(preset, root_path, split, store, ids, list_file, num_classes,
+                       intensity)
+
+
+def _out_folder(out_dir: str | Path | None, checkpoint: str | None, pred_dir: str | None,
+                split: str) -> Path:
+    """``out_dir``, else ``<checkpoint dir>/test_<split>``, else ``<pred_dir>/eval_<split>``
+    (``<split>``: the list file's stem when ``split`` is a file)."""
+    split_name = Path(split).stem if Path(split).suffix else split
+    if out_dir is not None:
+        return Path(out_dir)
+    if checkpoint is not None:
+        return Path(checkpoint).resolve().parent / f"test_{split_name}"
+    return Path(pred_dir) / f"eval_{split_name}"  # type: ignore[arg-type]
+
+
+def _report_settings(cases: _SplitCases, mm: tuple[float, ...] | None) -> dict[str, Any]:
+    """The settings every report records, whatever it scores."""
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "root_path": str(cases.root_path), "split": cases.split,
+        "list_file": str(cases.list_file), "dataset": cases.preset.name,
+        "num_classes": cases.num_classes, "intensity": cases.intensity,
+        "spacing_mm": list(mm) if mm else "per case, where recorded",
+        "distance_unit": "voxel (and mm in *_mm: from --spacing, else where the case "
+                         "records its spacing)"}
+
+
+def _checkpoint_record(checkpoint: str, ckpt: dict[str, Any], ema: bool) -> dict[str, Any]:
+    """What a report records of the checkpoint it scores."""
+    return {"checkpoint": str(checkpoint), "weights": "ema" if ema else "student",
+            "iteration": ckpt.get("iteration"), "stage": ckpt.get("stage"),
+            "network": ckpt["config"]["network"]}
+
+
+def _case_writer(out: Path, outputs: EvaluationOutputs,
+                 mm: tuple[float, ...] | None) -> CaseCallback:
+    """The callback writing a case's prediction under ``out`` as ``outputs`` asks."""
+    def save(case: Case, pred: np.ndarray, prob: np.ndarray) -> None:
+        if outputs.save_nifti:
+            write_prediction(pred, saved_prediction(out / "pred", case.case_id), mm,
+                             case.geometry)
+        if outputs.save_png:
+            from .figures import save_case_png
+
+            save_case_png(case.image, case.label, pred,
+                          out / "png" / f"{case.case_id}.png", title=case.case_id)
+
+    return save
 
 
 def _score_saved(store: CaseStore, ids: list[str], pred_dir: str, num_classes: int,
@@ -81,98 +177,45 @@ def _score_saved(store: CaseStore, ids: list[str], pred_dir: str, num_classes: i
     return rows
 
 
-def evaluate_split(root_path: str | Path | None, split: str = "test", checkpoint: str | None = None,
-                   pred_dir: str | None = None, lists_dir: str | None = None,
-                   dataset: str | None = None, ema: bool = False,
-                   stride_xy: int | None = None, stride_z: int | None = None,
-                   overlap: float | None = None, mode: str = "constant",
-                   sw_batch_size: int = 4, nms: bool = True,
-                   spacing: Sequence[float] | None = None, save_nifti: bool = False,
-                   save_png: bool = False, out_dir: str | Path | None = None,
-                   device: str = "auto", amp: bool | None = None,
+def evaluate_split(root_path: str | Path | None, split: str = "test",
+                   checkpoint: str | None = None, pred_dir: str | None = None,
+                   lists_dir: str | None = None, dataset: str | None = None,
+                   inference: InferenceFlags = InferenceFlags(),
+                   spacing: Sequence[float] | None = None,
+                   outputs: EvaluationOutputs = EvaluationOutputs(),
                    progress: bool = True) -> EvaluationResult:
-    """Score ``checkpoint`` (sliding-window inference) or the saved predictions of
-    ``pred_dir`` (exactly one of them) on the cases of ``split`` under ``root_path`` (``None``:
-    the dataset preset's), and
-    write ``per_case.csv`` and ``summary.json`` to ``out_dir`` (default:
-    ``<checkpoint dir>/test_<split>``, or ``<pred_dir>/eval_<split>``). The arguments are
-    ``test.py``'s flags (see its ``--help``). A failing case is a row with its ``error``;
-    bad arguments, lists or checkpoints raise before any inference."""
-    _check_arguments(checkpoint, pred_dir, sw_batch_size,
-                     {"stride_xy": stride_xy, "stride_z": stride_z}, overlap, spacing)
+    """Score ``checkpoint`` (sliding-window inference as ``inference`` asks) or the saved
+    predictions of ``pred_dir`` (exactly one of them) on the cases of ``split`` under
+    ``root_path`` (``None``: the dataset preset's), and write ``per_case.csv`` and
+    ``summary.json`` (and what else ``outputs`` asks) to ``outputs.out_dir``. The arguments
+    are ``test.py``'s flags (see its ``--help``). A failing case is a row with its
+    ``error``; bad arguments, lists or checkpoints raise before any inference."""
+    _check_arguments(checkpoint, pred_dir, spacing)
     ckpt = None
     model = None
-    dev = resolve_device(device)
+    dev = resolve_device(inference.device)
     if checkpoint is not None:
-        model, ckpt = load_model(checkpoint, ema=ema, device=dev)
-    preset = inference_preset(ckpt["config"] if ckpt is not None else None, dataset, root_path)
-    root_path = root_path or preset.root_path
-    if not root_path:
-        raise ConfigError(f"--root_path is required with dataset {preset.name} (the folder "
-                          "code/import_dataset.py wrote)")
-    num_classes = (int(ckpt["config"]["network"].get("num_classes", preset.num_classes))
-                   if ckpt is not None else preset.num_classes)
-    lists_dir = lists_dir if lists_dir is not None else preset.lists_dir
-    # the checkpoint's intensity normalisation; predictions scored from files need none
-    intensity = ckpt["config"].get("intensity", "none") if ckpt is not None else "none"
-    store = CaseStore(root_path, num_classes=num_classes, intensity=intensity)
-    ids = store.split(split, lists_dir)
-    list_file = find_list(root_path, split, lists_dir)
-    split_name = Path(split).stem if Path(split).suffix else split
-
-    if out_dir is not None:
-        out = Path(out_dir)
-    elif checkpoint is not None:
-        out = Path(checkpoint).resolve().parent / f"test_{split_name}"
-    else:
-        out = Path(pred_dir) / f"eval_{split_name}"  # type: ignore[arg-type]
+        model, ckpt = load_model(checkpoint, ema=inference.ema, device=dev)
+    cases = _open_cases(ckpt, dataset, root_path, split, lists_dir)
+    out = _out_folder(outputs.out_dir, checkpoint, pred_dir, split)
+    mm = tuple(spacing) if spacing else None
     # one evaluation per folder; taken before the inference, not after it
     with lock_folder(out, "--out_dir"):
-        mm = tuple(spacing) if spacing else None
-        case_spacing = mm is None  # then each case's recorded spacing, where there is one
-
-        settings: dict[str, Any] = {
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "root_path": str(root_path), "split": split, "list_file": str(list_file),
-            "dataset": preset.name, "num_classes": num_classes, "intensity": intensity,
-            "spacing_mm": list(mm) if mm else "per case, where recorded",
-            "distance_unit": "voxel (and mm in *_mm: from --spacing, else where the case "
-                             "records its spacing)"}
-
+        report = _report_settings(cases, mm)
         if pred_dir is not None:
-            settings.update({"pred_dir": str(pred_dir), "postprocessing": "none (as saved)"})
-            rows = _score_saved(store, ids, pred_dir, num_classes, mm, progress)
+            report.update({"pred_dir": str(pred_dir), "postprocessing": "none (as saved)"})
+            rows = _score_saved(cases.store, cases.ids, pred_dir, cases.num_classes, mm,
+                                progress)
         else:
             assert model is not None and ckpt is not None and checkpoint is not None
-            patch = checkpoint_patch(ckpt, checkpoint)
-            strides = None if overlap is not None else inference_strides(
-                ckpt["config"], preset, stride_xy, stride_z, dataset is not None)
-            use_amp = (dev.type == "cuda") if amp is None else bool(amp)
-            settings.update({
-                "checkpoint": str(checkpoint), "weights": "ema" if ema else "student",
-                "iteration": ckpt.get("iteration"), "stage": ckpt.get("stage"),
-                "network": ckpt["config"]["network"], "patch_size": list(patch),
-                "strides": list(strides or strides_from_overlap(patch, overlap)),
-                "overlap": overlap,
-                "protocol": "fast (overlap)" if strides is None else "paper (strides)",
-                "mode": mode, "sw_batch_size": sw_batch_size, "nms": bool(nms),
-                "device": str(dev), "amp": use_amp})
-
-            def save(case, pred, prob) -> None:
-                if save_nifti:
-                    write_prediction(pred, out / "pred" / f"{case.case_id}.nii.gz", mm,
-                                     case.geometry)
-                if save_png:
-                    from .figures import save_case_png
-
-                    save_case_png(case.image, case.label, pred,
-                                  out / "png" / f"{case.case_id}.png", title=case.case_id)
-
-            rows = evaluate_model(model, store, ids, patch, strides, num_classes, device=dev,
-                                  amp=use_amp, nms=bool(nms), mode=mode,
-                                  sw_batch_size=sw_batch_size, overlap=overlap, spacing=mm,
-                                  case_spacing=case_spacing, callback=save, catch_errors=True,
+            settings = InferenceSettings.from_checkpoint(ckpt, checkpoint, inference,
+                                                         cases.preset, dataset is not None,
+                                                         dev)
+            report.update(_checkpoint_record(checkpoint, ckpt, inference.ema))
+            report.update(settings.record())
+            rows = evaluate_model(model, cases.store, cases.ids, settings, cases.num_classes,
+                                  spacing=mm, case_spacing=mm is None,
+                                  callback=_case_writer(out, outputs, mm), catch_errors=True,
                                   progress=progress)
-
-        summary = write_report(rows, out, settings)
+        summary = write_report(rows, out, report)
         return EvaluationResult(rows, summary, out)

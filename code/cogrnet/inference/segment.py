@@ -11,15 +11,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..data.nifti import MASK_SUFFIX, case_ids, image_files, read_image_xyz, write_mask_like
 from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import removed_if_left_empty
 from ..runtime import resolve_device
-from .model import checkpoint_patch, load_model
-from .settings import inference_preset, inference_strides, scan_preprocessing
-from .sliding_window import segment_image
+from .model import load_model
+from .settings import (InferenceFlags, InferenceSettings, ScanPreprocessing, inference_preset,
+                       scan_preprocessing)
+from .sliding_window import postprocess, predict_volume
+
+
+def segment_image(model: torch.nn.Module, image: np.ndarray, settings: InferenceSettings
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one image ``(X, Y, Z)`` with the sliding windows of ``settings``: returns
+    (class map ``(X, Y, Z)`` uint8, probabilities ``(K, X, Y, Z)`` float32)."""
+    prob = predict_volume(model, image, settings.patch, strides=settings.strides,
+                          overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
+                          mode=settings.mode, device=settings.device, amp=settings.amp)
+    return postprocess(prob, nms=settings.keep_largest), prob
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -54,54 +67,52 @@ def output_paths(inputs: list[Path], output: str) -> list[Path]:
     return paths
 
 
-def predict(checkpoint: str, inputs: Sequence[str | Path], output: str, ema: bool = False,
-            dataset: str | None = None, stride_xy: int | None = None,
-            stride_z: int | None = None, overlap: float | None = None,
-            mode: str = "constant", sw_batch_size: int = 4, nms: bool = True,
+def predict(checkpoint: str, inputs: Sequence[str | Path], output: str,
+            flags: InferenceFlags = InferenceFlags(), dataset: str | None = None,
             normalize: str | None = None, window: Sequence[float] | None = None,
-            device: str = "auto", amp: bool | None = None,
             log: Callable[[str], None] = print, progress: bool = True) -> list[Path]:
     """Segment each image of ``inputs`` (files or folders of them) with ``checkpoint`` and
     write its mask (``output``: a ``.nii.gz`` for one input, else a folder); returns the
-    mask paths. The arguments are ``predict.py``'s flags; ``log`` gets the console lines,
-    ``progress`` shows a bar over the scans (with the time left) when there are several. Arguments, the checkpoint
-    and the output folders are checked before any inference; an output folder this call
-    made is removed again when it fails before writing into it."""
-    if sw_batch_size < 1:
-        raise ConfigError(f"--sw_batch_size {sw_batch_size}: must be >= 1")
-    if overlap is not None and not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"--overlap {overlap}: must be in [0, 1)")
+    mask paths. ``flags`` are the inference flags, the other arguments ``predict.py``'s
+    other flags; ``log`` gets the console lines, ``progress`` shows a bar over the scans
+    (with the time left) when there are several. Arguments, the checkpoint and the output
+    folders are checked before any inference; an output folder this call made is removed
+    again when it fails before writing into it."""
     if window is not None and window[1] <= window[0]:
         raise ConfigError(f"--window {window[0]} {window[1]}: HI must be above LO")
     files = expand_inputs(inputs)
     outputs = output_paths(files, output)
-    dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, ema=ema, device=dev)
-    patch = checkpoint_patch(ckpt, checkpoint)
+    dev = resolve_device(flags.device)
+    model, ckpt = load_model(checkpoint, ema=flags.ema, device=dev)
     preset = inference_preset(ckpt["config"], dataset)
-    strides = None if overlap is not None else inference_strides(
-        ckpt["config"], preset, stride_xy, stride_z, dataset is not None)
+    settings = InferenceSettings.from_checkpoint(ckpt, checkpoint, flags, preset,
+                                                 dataset is not None, dev)
     prep = scan_preprocessing(ckpt["config"], preset, window, normalize)
     log(f"preprocessing: {prep.describe()}")
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp)
     folders = list(dict.fromkeys(p.parent for p in outputs))
     with removed_if_left_empty(folders):
         for folder in folders:  # before any inference
             writable_dir(folder, "--out_dir")
-        shown = progress and len(files) > 1  # a bar over several scans, with the time left
-        bar = tqdm(total=len(files), desc="predict", unit="scan", dynamic_ncols=True,
-                   disable=not shown)
-        say = bar.write if shown else log
-        with bar:
-            for src, dst in zip(files, outputs):
-                image, ref = read_image_xyz(src)
-                image = prep.apply(image)
-                pred, _ = segment_image(model, image, patch, strides, overlap, dev, use_amp,
-                                        bool(nms), mode, sw_batch_size)
-                write_mask_like(pred, ref, dst)
-                say(f"{src} -> {dst}  ({int((pred > 0).sum())} foreground voxels of "
-                    f"{pred.size})")
-                bar.update(1)
+        _segment_files(model, settings, prep, list(zip(files, outputs)), log, progress)
     where = outputs[0] if len(outputs) == 1 else outputs[0].parent
     log(f"wrote {len(outputs)} mask(s) -> {where}")
     return outputs
+
+
+def _segment_files(model: torch.nn.Module, settings: InferenceSettings,
+                   prep: ScanPreprocessing, pairs: list[tuple[Path, Path]],
+                   log: Callable[[str], None], progress: bool) -> None:
+    """Segment each ``(image file, mask file)`` of ``pairs``, one console line each; a bar
+    over the scans (with the time left) when ``progress`` and there are several."""
+    shown = progress and len(pairs) > 1
+    bar = tqdm(total=len(pairs), desc="predict", unit="scan", dynamic_ncols=True,
+               disable=not shown)
+    say = bar.write if shown else log
+    with bar:
+        for src, dst in pairs:
+            image, ref = read_image_xyz(src)
+            pred, _ = segment_image(model, prep.apply(image), settings)
+            write_mask_like(pred, ref, dst)
+            say(f"{src} -> {dst}  ({int((pred > 0).sum())} foreground voxels of "
+                f"{pred.size})")
+            bar.update(1)

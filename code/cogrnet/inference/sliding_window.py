@@ -13,6 +13,7 @@ padding away, foreground = argmax (for two classes: foreground probability > 0.5
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Callable, Sequence
@@ -50,10 +51,35 @@ def window_grid(shape: Sequence[int], patch: Sequence[int],
     return list(itertools.product(*axes))
 
 
-def strides_from_overlap(patch: Sequence[int], overlap: float) -> tuple[int, ...]:
-    """Strides for a fractional ``overlap`` in [0, 1): ``max(1, int(p * (1 - overlap)))``."""
+def check_overlap(overlap: float) -> None:
+    """A window overlap is a fraction in [0, 1): a one-line :class:`ConfigError` otherwise."""
     if not 0.0 <= overlap < 1.0:
         raise ConfigError(f"--overlap {overlap}: must be in [0, 1)")
+
+
+def check_sw_batch_size(sw_batch_size: int) -> None:
+    """At least one window per forward pass: a one-line :class:`ConfigError` otherwise."""
+    if sw_batch_size < 1:
+        raise ConfigError(f"--sw_batch_size {sw_batch_size}: must be >= 1")
+
+
+def check_mode(mode: str) -> None:
+    """A window weighting of :data:`MODES`: a one-line :class:`ConfigError` otherwise."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode}: choose from {', '.join(MODES)}")
+
+
+def checked_roi(roi_size: Sequence[int]) -> tuple[int, ...]:
+    """The window ``roi_size`` as three ints >= 1 (a :class:`ConfigError` otherwise)."""
+    roi = tuple(int(r) for r in roi_size)
+    if len(roi) != 3 or min(roi) < 1:
+        raise ConfigError(f"roi_size {list(roi_size)}: need three sizes >= 1")
+    return roi
+
+
+def strides_from_overlap(patch: Sequence[int], overlap: float) -> tuple[int, ...]:
+    """Strides for a fractional ``overlap`` in [0, 1): ``max(1, int(p * (1 - overlap)))``."""
+    check_overlap(overlap)
     return tuple(max(1, int(p * (1.0 - overlap))) for p in patch)
 
 
@@ -91,8 +117,10 @@ def pad_to_patch(volume: torch.Tensor, patch: Sequence[int]
     return torch.nn.functional.pad(volume, pad, mode="constant", value=0.0), crop
 
 
-def _resolve_strides(roi_size: Sequence[int], overlap: float | None,
-                     strides: Sequence[int] | None) -> tuple[int, ...]:
+def resolve_strides(roi_size: Sequence[int], overlap: float | None,
+                    strides: Sequence[int] | None) -> tuple[int, ...]:
+    """The strides in voxels the windows of ``roi_size`` are slid by: those of ``overlap``
+    when given, else ``strides`` (one per axis, each >= 1), else those of overlap 0.5."""
     if overlap is not None:
         return strides_from_overlap(roi_size, overlap)
     if strides is None:
@@ -101,6 +129,47 @@ def _resolve_strides(roi_size: Sequence[int], overlap: float | None,
     if len(strides) != len(roi_size) or min(strides) < 1:
         raise ConfigError(f"strides {list(strides)}: need {len(roi_size)} values >= 1")
     return strides
+
+
+def _window_probabilities(predictor: Predictor, batch: torch.Tensor, roi: tuple[int, ...],
+                          amp: bool, apply_softmax: bool) -> torch.Tensor:
+    """Float32 class probabilities ``(B, K, px, py, pz)`` of a batch of windows
+    ``(B, C, px, py, pz)`` (the logits themselves unless ``apply_softmax``)."""
+    with autocast(batch.device, amp):
+        logits = predictor(batch)
+    logits = logits.float()
+    if logits.shape[0] != batch.shape[0] or tuple(logits.shape[2:]) != roi:
+        raise DataError(f"predictor returned shape {tuple(logits.shape)} for windows "
+                        f"{tuple(batch.shape)}")
+    return torch.softmax(logits, dim=1) if apply_softmax else logits
+
+
+def _blend_windows(volume: torch.Tensor, corners: list[tuple[int, ...]], roi: tuple[int, ...],
+                   sw_batch_size: int, score_windows: Predictor,
+                   weight: torch.Tensor | None) -> torch.Tensor:
+    """The weighted mean ``(K, X, Y, Z)`` of ``score_windows`` over the windows of ``roi`` at
+    ``corners`` of one volume ``(C, X, Y, Z)``, ``sw_batch_size`` windows at a time;
+    ``weight`` ``roi``-shaped, or ``None`` for equal weights."""
+    shape = volume.shape[1:]
+    score = None
+    count = torch.zeros(shape, dtype=torch.float32, device=volume.device)
+    for i in range(0, len(corners), sw_batch_size):
+        slices = [tuple(slice(c, c + r) for c, r in zip(corner, roi))
+                  for corner in corners[i:i + sw_batch_size]]
+        probs = score_windows(torch.stack([volume[(slice(None),) + s] for s in slices]))
+        if score is None:
+            score = torch.zeros((probs.shape[1], *shape), dtype=torch.float32,
+                                device=volume.device)
+        for k, s in enumerate(slices):
+            if weight is None:
+                score[(slice(None),) + s] += probs[k]
+                count[s] += 1.0
+            else:
+                score[(slice(None),) + s] += probs[k] * weight
+                count[s] += weight
+    assert score is not None
+    score /= count
+    return score
 
 
 @torch.no_grad()
@@ -122,51 +191,19 @@ def sliding_window_inference(inputs: torch.Tensor, roi_size: Sequence[int],
     if inputs.ndim != 5:
         raise DataError(f"sliding_window_inference: inputs must be (N, C, X, Y, Z), "
                         f"got shape {tuple(inputs.shape)}")
-    if mode not in MODES:
-        raise ConfigError(f"--mode {mode}: choose from {', '.join(MODES)}")
-    roi = tuple(int(r) for r in roi_size)
-    if len(roi) != 3 or min(roi) < 1:
-        raise ConfigError(f"roi_size {list(roi_size)}: need three sizes >= 1")
-    if sw_batch_size < 1:
-        raise ConfigError(f"--sw_batch_size {sw_batch_size}: must be >= 1")
-    steps = _resolve_strides(roi, overlap, strides)
+    check_mode(mode)
+    roi = checked_roi(roi_size)
+    check_sw_batch_size(sw_batch_size)
+    steps = resolve_strides(roi, overlap, strides)
     padded, crop = pad_to_patch(inputs, roi)
-    n, _, *shape = padded.shape
-    corners = window_grid(shape, roi, steps)
-    device = padded.device
+    corners = window_grid(padded.shape[2:], roi, steps)
     weight = None
     if mode == "gaussian":
-        weight = torch.from_numpy(gaussian_importance_map(roi, sigma_scale)).to(device)
-
-    outputs = []
-    for b in range(n):
-        score = None
-        count = torch.zeros(shape, dtype=torch.float32, device=device)
-        for i in range(0, len(corners), sw_batch_size):
-            chunk = corners[i:i + sw_batch_size]
-            slices = [tuple(slice(c, c + r) for c, r in zip(corner, roi)) for corner in chunk]
-            batch = torch.stack([padded[b][(slice(None),) + s] for s in slices])
-            with autocast(device, amp):
-                logits = predictor(batch)
-            logits = logits.float()
-            if logits.shape[0] != batch.shape[0] or tuple(logits.shape[2:]) != roi:
-                raise DataError(f"predictor returned shape {tuple(logits.shape)} for windows "
-                                f"{tuple(batch.shape)}")
-            probs = torch.softmax(logits, dim=1) if apply_softmax else logits
-            if score is None:
-                score = torch.zeros((probs.shape[1], *shape), dtype=torch.float32,
-                                    device=device)
-            for k, s in enumerate(slices):
-                if weight is None:
-                    score[(slice(None),) + s] += probs[k]
-                    count[s] += 1.0
-                else:
-                    score[(slice(None),) + s] += probs[k] * weight
-                    count[s] += weight
-        assert score is not None
-        score /= count
-        outputs.append(score[(slice(None),) + crop])
-    return torch.stack(outputs)
+        weight = torch.from_numpy(gaussian_importance_map(roi, sigma_scale)).to(padded.device)
+    score_windows = functools.partial(_window_probabilities, predictor, roi=roi, amp=amp,
+                                      apply_softmax=apply_softmax)
+    return torch.stack([_blend_windows(volume, corners, roi, sw_batch_size, score_windows,
+                                       weight)[(slice(None),) + crop] for volume in padded])
 
 
 def predict_volume(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int],
@@ -214,15 +251,3 @@ def postprocess(prob: np.ndarray, nms: bool = True) -> np.ndarray:
                 keep = largest_component(m)
                 pred[m & ~keep] = 0
     return pred
-
-
-def segment_image(model: torch.nn.Module, image: np.ndarray, patch: Sequence[int],
-                  strides: Sequence[int] | None = None, overlap: float | None = None,
-                  device: torch.device | str = "cpu", amp: bool = False, nms: bool = True,
-                  mode: str = "constant", sw_batch_size: int = 1
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Segment one image ``(X, Y, Z)``: returns (class map ``(X, Y, Z)`` uint8,
-    probabilities ``(K, X, Y, Z)`` float32)."""
-    prob = predict_volume(model, image, patch, strides=strides, overlap=overlap,
-                          sw_batch_size=sw_batch_size, mode=mode, device=device, amp=amp)
-    return postprocess(prob, nms=nms), prob

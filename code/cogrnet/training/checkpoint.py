@@ -1,15 +1,27 @@
-"""What ``--resume`` continues and checks: the run's ``last.pth`` (or the generation
-before it) must be an intact checkpoint of the same method and network. The checkpoint
-format, writing and reading: :mod:`cogrnet.checkpoints`.
+"""A training run's checkpoints, written and read back: ``last.pth`` (what ``--resume``
+continues, with the optimizer; the generation before it is kept as ``last_prev.pth``) and each
+stage's best (weights only), and what ``--resume`` checks: the run's ``last.pth`` (or the
+generation before it) must be an intact checkpoint of the same method and network. The
+checkpoint format and its atomic, checksummed file: :mod:`cogrnet.checkpoints`.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any, Sequence
 
-from ..checkpoints import load_checkpoint
+import torch
+
+from ..checkpoints import atomic_torch_save, load_checkpoint, make_checkpoint
 from ..errors import ConfigError, DataError
+from ..inference.model import load_weights
+from ..methods.base import Stage
+from ..methods.ema import make_teacher
 from ..train_config import TrainConfig
+from .state import RunState
 
+LAST = "last.pth"
+LAST_PREV = "last_prev.pth"  # the generation of last.pth before the newest
 RESUME_KEYS = ("method", "network", "intensity")
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
@@ -68,3 +80,66 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
                           "to start over)")
+
+
+def save_run(run_dir: Path, name: str, run: RunState, config: dict[str, Any], stage: str,
+             extra: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``name`` of ``run`` into ``run_dir`` (``stage``: the stage's name,
+    ``config``: the resolved run config, ``extra``: more entries for ``extra``, e.g. the
+    validation Dice). :data:`LAST` holds the optimizer too and keeps the generation before
+    it as :data:`LAST_PREV`; a stage-best checkpoint holds the weights only."""
+    path = run_dir / name
+    last = name == LAST
+    ckpt = make_checkpoint(
+        run.student.state_dict(), config, run.iteration, stage,
+        ema_state=run.teacher.state_dict() if run.teacher is not None else None,
+        optimizer_state=run.optimizer.state_dict() if last else None,
+        extra={"method_state": run.method_state, **(extra or {})})
+    atomic_torch_save(ckpt, path, previous=run_dir / LAST_PREV if last else None)
+    return path
+
+
+def restore_run(path: Path, run: RunState, stages: Sequence[Stage], method: str,
+                device: torch.device) -> None:
+    """Load the checkpoint ``path`` (the run's ``last.pth`` or the generation before) into
+    ``run``: the student, the teacher (a teacher stage), the optimizer, the method state,
+    the iteration and the stage it was written in (one of ``stages`` of ``method``)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    load_weights(run.student, ckpt["model"], path)
+    run.iteration, run.resumed_stage = ckpt["iteration"], ckpt["stage"]
+    run.method_state = ckpt["extra"].get("method_state", run.method_state)
+    stage = next((s for s in stages if s.name == run.resumed_stage), None)
+    if stage is None:
+        raise DataError(f"{path}: stage '{run.resumed_stage}' is not a stage of method "
+                        f"{method}")
+    run.teacher = None
+    if stage.teacher:
+        run.teacher = make_teacher(run.student)
+        load_weights(run.teacher, ckpt["ema"], path)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+
+
+def load_student(path: Path, student: torch.nn.Module, device: torch.device) -> int:
+    """Load the weights of checkpoint ``path`` (a stage's best) into ``student``; returns
+    the iteration it was written at."""
+    ckpt = load_checkpoint(path, map_location=device)
+    load_weights(student, ckpt["model"], path)
+    return ckpt["iteration"]
+
+
+def free_space_warning(run_dir: Path, student: torch.nn.Module,
+                       stages: Sequence[Stage]) -> str | None:
+    """A warning with the numbers when ``run_dir``'s file system has less room than the
+    checkpoints the run keeps (each stage's best, ``last.pth``, ``last_prev.pth`` and the
+    temporary of a save); ``None`` when there is room."""
+    weights = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+    teacher = any(s.teacher for s in stages)
+    size = weights * (2 + teacher)  # student, optimizer momentum, teacher
+    files = len({s.best_name for s in stages}) + 3
+    free = shutil.disk_usage(run_dir).free
+    if free >= files * size:
+        return None
+    mib = 2 ** 20
+    return (f"only {free / mib:.1f} MiB free for {run_dir}: this run keeps up to {files} "
+            f"checkpoints of about {size / mib:.1f} MiB ({files * size / mib:.1f} MiB); a full "
+            "disk stops it (free space, then --resume)")

@@ -3,10 +3,12 @@ their volumes with the targets the method trains on."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.dataset import CaseStore, find_list, read_list, require_foreground
 from ..data.samplers import TrainVolume
@@ -200,3 +202,50 @@ def check_coarse_dir(cfg: TrainConfig) -> None:
         if not Path(d).is_dir():
             raise ConfigError(f"--coarse_dir {d}: folder not found "
                               "(make it with code/utils/registration.py)")
+
+
+def load_training_volumes(store: CaseStore, split: RunSplit, cfg: TrainConfig,
+                          needs_unlabeled: bool, check_validation: bool
+                          ) -> tuple[list[TrainVolume], list[TrainVolume]]:
+    """The labeled and (``needs_unlabeled``: a stage trains on them) unlabeled volumes of
+    ``split`` in memory, with what was loaded in the log; ``check_validation``: the
+    validation cases are checked now (a broken file fails before the first step)."""
+    LOG.info(f"labeled {len(split.labeled)}, unlabeled {len(split.unlabeled)}, validation "
+             f"{len(split.val)} ({split.val_source}); labels: {cfg.label_source}")
+    start = time.perf_counter()
+    labeled = labeled_volumes(store, split.labeled, cfg)
+    unlabeled = unlabeled_volumes(store, split.unlabeled) if needs_unlabeled else []
+    if needs_unlabeled and not unlabeled:
+        raise ConfigError(f"method {cfg.method} needs unlabeled volumes but the train list "
+                          "has none left after the labeled and validation IDs")
+    LOG.info(f"loaded {len(labeled) + len(unlabeled)} volumes into memory in "
+             f"{time.perf_counter() - start:.1f} s")
+    patch = cfg.patch_size
+    small = [f"{v.case_id} {tuple(v.image.shape)}" for v in labeled + unlabeled
+             if any(s < p for s, p in zip(v.image.shape, patch))]
+    if small:
+        LOG.info(f"{len(small)} volume(s) smaller than the patch {tuple(patch)} on some axis "
+                 f"are zero-padded: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
+    if check_validation and split.val:
+        check_val_cases(store, split.val)
+    return labeled, unlabeled
+
+
+def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
+                    channels_last: bool, pin: bool = False) -> dict[str, torch.Tensor]:
+    """Host arrays -> device tensors: the image (``channels_last``: in the channels-last 3D
+    layout) as is, ``weight`` as float32, the label maps as int64; ``pin``: through
+    page-locked memory (an asynchronous copy on CUDA)."""
+    out = {}
+    for key, array in batch.items():
+        tensor = torch.from_numpy(array)
+        tensor = (tensor.pin_memory() if pin else tensor).to(device, non_blocking=True)
+        if key == "image":
+            if channels_last:
+                tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
+        elif key == "weight":
+            tensor = tensor.float()
+        else:
+            tensor = tensor.long()
+        out[key] = tensor
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from typing import Any, Iterator
 
 import torch
@@ -103,3 +104,35 @@ def broadcast_object(obj: Any) -> Any:
         dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM while entered; the loop saves ``last.pth`` and returns at the
+    next step. :meth:`agreed` tells every rank when any of them was signalled."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def agreed(self) -> bool:
+        """Whether any rank was signalled; read once per iteration and agreed by all ranks,
+        so they stop together."""
+        stopping = any_rank(self.signal is not None)
+        if stopping and self.signal is None:
+            self.signal = signal.SIGTERM  # another rank was signalled
+        return stopping

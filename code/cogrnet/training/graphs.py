@@ -8,6 +8,8 @@ few extra times (warm-up); the module's buffers (BatchNorm statistics) and the R
 put back afterwards, so the replayed call computes what the eager call would. The student
 graph replays at most once per training step (:meth:`GraphedCall.begin_step`): a second call
 in the same step would overwrite the first one's saved activations, so it runs eagerly.
+:func:`student_call` and :func:`teacher_call` give the networks as the training step calls
+them (with DDP and ``torch.compile`` for the student, as the run's config says).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from ..train_config import TrainConfig
 
 WARMUP_CALLS = 3  # eager calls on a side stream before a capture (cudnn/cuBLAS workspaces)
 MAX_GRAPHS = 2  # input signatures captured per wrapper; others run eagerly
@@ -133,3 +137,27 @@ class GraphedCall(nn.Module):
         self.replays += 1
         self._replayed_this_step = self.for_training
         return replay(x)
+
+
+def student_call(student: nn.Module, cfg: TrainConfig, world: int,
+                 device: torch.device) -> nn.Module:
+    """The student as the step calls it: under DDP when ``world`` > 1, compiled with
+    ``--compile``, replaying CUDA graphs with ``--cuda_graphs student|all``."""
+    model = student
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model, mode=cfg.compile_mode)
+    if cfg.cuda_graphs in ("student", "all"):
+        model = GraphedCall(model, training=True)
+    return model
+
+
+def teacher_call(teacher: nn.Module | None, cfg: TrainConfig) -> nn.Module | None:
+    """The teacher as the step calls it: replaying CUDA graphs with ``--cuda_graphs
+    teacher|all``, else as is (``None`` without a teacher)."""
+    if teacher is not None and cfg.cuda_graphs in ("teacher", "all"):
+        return GraphedCall(teacher, training=False)
+    return teacher
