@@ -156,10 +156,17 @@ def test_cli_errors_are_one_line(test_script, phantom_root, checkpoint, tmp_path
              ([], "exactly one of"),
              (["--checkpoint", str(checkpoint), "--overlap", "1.5"], "--overlap"),
              (["--checkpoint", str(checkpoint), "--split", "nosuch"], "no list file")]
+    bad_patch = tmp_path / "badpatch.pth"
+    atomic_torch_save(make_checkpoint(build_network(net_cfg).state_dict(),
+                                      {"network": net_cfg, "patch_size": [32, 32]}, 1,
+                                      "pre"), bad_patch)
+    cases.append((["--checkpoint", str(bad_patch)], "badpatch.pth: config patch_size"))
     for extra, msg in cases:
-        assert run_cli(test_script.main, base + extra) == 2
+        out = tmp_path / "out"
+        assert run_cli(test_script.main, base + extra + ["--out_dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and msg in err and "\n" not in err
+        assert not out.exists(), extra  # refused before the output folder is made
 
 
 class Threshold(torch.nn.Module):

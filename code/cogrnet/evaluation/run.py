@@ -120,14 +120,14 @@ def _out_folder(out_dir: str | Path | None, checkpoint: str | None, pred_dir: st
     return Path(pred_dir) / f"eval_{split_name}"  # type: ignore[arg-type]
 
 
-def _report_settings(cases: _SplitCases, mm: tuple[float, ...] | None) -> dict[str, Any]:
+def _report_settings(cases: _SplitCases, spacing_mm: tuple[float, ...] | None) -> dict[str, Any]:
     """The settings every report records, whatever it scores."""
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "root_path": str(cases.root_path), "split": cases.split,
         "list_file": str(cases.list_file), "dataset": cases.preset.name,
         "num_classes": cases.num_classes, "intensity": cases.intensity,
-        "spacing_mm": list(mm) if mm else "per case, where recorded",
+        "spacing_mm": list(spacing_mm) if spacing_mm else "per case, where recorded",
         "distance_unit": "voxel (and mm in *_mm: from --spacing, else where the case "
                          "records its spacing)"}
 
@@ -140,11 +140,11 @@ def _checkpoint_record(checkpoint: str, ckpt: dict[str, Any], ema: bool) -> dict
 
 
 def _case_writer(out: Path, outputs: EvaluationOutputs,
-                 mm: tuple[float, ...] | None) -> CaseCallback:
+                 spacing_mm: tuple[float, ...] | None) -> CaseCallback:
     """The callback writing a case's prediction under ``out`` as ``outputs`` asks."""
     def save(case: Case, pred: np.ndarray, prob: np.ndarray) -> None:
         if outputs.save_nifti:
-            write_prediction(pred, saved_prediction(out / "pred", case.case_id), mm,
+            write_prediction(pred, saved_prediction(out / "pred", case.case_id), spacing_mm,
                              case.geometry)
         if outputs.save_png:
             from .figures import save_case_png
@@ -198,24 +198,25 @@ def evaluate_split(root_path: str | Path | None, split: str = "test",
         model, ckpt = load_model(checkpoint, ema=inference.ema, device=dev)
     cases = _open_cases(ckpt, dataset, root_path, split, lists_dir)
     out = _out_folder(outputs.out_dir, checkpoint, pred_dir, split)
-    mm = tuple(spacing) if spacing else None
+    spacing_mm = tuple(spacing) if spacing else None
+    settings = None  # checked before the output folder is made
+    if ckpt is not None and checkpoint is not None:
+        settings = InferenceSettings.from_checkpoint(ckpt, checkpoint, inference, cases.preset,
+                                                     dataset is not None, dev)
     # one evaluation per folder; taken before the inference, not after it
     with lock_folder(out, "--out_dir"):
-        report = _report_settings(cases, mm)
+        report = _report_settings(cases, spacing_mm)
         if pred_dir is not None:
             report.update({"pred_dir": str(pred_dir), "postprocessing": "none (as saved)"})
-            rows = _score_saved(cases.store, cases.ids, pred_dir, cases.num_classes, mm,
-                                progress)
+            rows = _score_saved(cases.store, cases.ids, pred_dir, cases.num_classes,
+                                spacing_mm, progress)
         else:
-            assert model is not None and ckpt is not None and checkpoint is not None
-            settings = InferenceSettings.from_checkpoint(ckpt, checkpoint, inference,
-                                                         cases.preset, dataset is not None,
-                                                         dev)
+            assert model is not None and ckpt is not None and settings is not None
             report.update(_checkpoint_record(checkpoint, ckpt, inference.ema))
             report.update(settings.record())
             rows = evaluate_model(model, cases.store, cases.ids, settings, cases.num_classes,
-                                  spacing=mm, case_spacing=mm is None,
-                                  callback=_case_writer(out, outputs, mm), catch_errors=True,
-                                  progress=progress)
+                                  spacing=spacing_mm, case_spacing=spacing_mm is None,
+                                  callback=_case_writer(out, outputs, spacing_mm),
+                                  catch_errors=True, progress=progress)
         summary = write_report(rows, out, report)
         return EvaluationResult(rows, summary, out)

@@ -28,8 +28,8 @@ _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not recor
 
 def resume_checkpoint(last: str | Path, previous: str | Path) -> Path | None:
     """The checkpoint ``--resume`` continues: ``last`` (the run's ``last.pth``), or, when it
-    is missing (removed by hand, or left by an older version's save), ``previous`` (the generation
-    before, ``last_prev.pth``); ``None`` when there is neither."""
+    is missing (removed by hand, or left so by an older version's save), ``previous`` (the
+    generation before, ``last_prev.pth``); ``None`` when there is neither."""
     for path in map(Path, (last, previous)):
         if path.exists():
             return path
