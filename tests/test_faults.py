@@ -37,7 +37,7 @@ from dying_worker import VICTIM, killed_on_victim
 from cogrnet.benchmark import ROW_LOCK, TRAINED, row_commands
 from cogrnet.data.samplers import PatchBatcher
 from cogrnet.fileio import LOCK_NAME
-from cogrnet.checkpoints import load_checkpoint
+from cogrnet.checkpoints import atomic_torch_save, load_checkpoint, make_checkpoint
 from test_bad_inputs import REGISTRATION, TEST, TRAIN, assert_one_line_error, call, tree_digest
 from test_training import ENV, _assert_same, _cli, _wait_for, _weights
 
@@ -238,6 +238,27 @@ def test_a_damaged_last_pth_is_refused_and_the_previous_one_continues(phantom_ro
     assert done.returncode == 0, done.stderr[-2000:]
     assert "continuing from the generation before, last_prev.pth" in (run / "log.txt").read_text()
     _assert_same(_weights(reference / "last.pth"), _weights(last))
+
+
+def test_a_last_pth_without_a_run_state_is_refused_in_one_line(phantom_root, reference,
+                                                                 tmp_path):
+    """A checkpoint that holds weights but not a run's state (an exported or hand-made one
+    put in place of ``last.pth``) is refused naming the file and what it lacks, before the
+    run folder changes; a teacher stage's checkpoint without the teacher likewise."""
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    last = run / "last.pth"
+    ckpt = load_checkpoint(last)
+    argv = _cli(phantom_root, tmp_path, "ref", *ARGS, "--resume")[2:]
+    for dropped, message in (("optimizer", "lacks optimizer"),
+                             ("ema", "holds no teacher (ema) weights")):
+        fields = {k: ckpt[k] for k in ("config", "iteration", "stage", "rng", "extra")}
+        kept = {"optimizer_state": ckpt["optimizer"], "ema_state": ckpt["ema"]}
+        kept[f"{dropped}_state"] = None
+        atomic_torch_save(make_checkpoint(ckpt["model"], **fields, **kept), last)
+        before = tree_digest(run)
+        assert_one_line_error(call(TRAIN, argv), str(last), message)
+        assert tree_digest(run) == before
 
 
 # ------------------------------------------------------------------------- dead workers

@@ -21,8 +21,8 @@ from types import UnionType
 from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
 from .cli import add_switch
-from .presets import IMPORT_RECORD, MODEL_DIR
 from .errors import ConfigError
+from .presets import IMPORT_RECORD, MODEL_DIR
 
 
 #: the labels a labeled case trains on (``--label_source``)

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..presets import PreprocessPreset
 from ..errors import ConfigError, DataError
+from ..presets import PreprocessPreset
 from .transforms import resize_volume
 
 

@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..presets import PRESETS, PreprocessPreset
 from ..errors import ConfigError, DataError, writable_dir
 from ..fileio import atomic_path
 from ..parallel import run_cases
+from ..presets import PRESETS, PreprocessPreset
 from .ct_transforms import ProcessedCase, preprocess_arrays
 from .raw_ct import RawCase, find_raw_cases, load_raw_case
 

@@ -25,8 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..presets import PreprocessPreset
 from ..errors import ConfigError, DataError
+from ..presets import PreprocessPreset
 from .image_io import image_array, read_image
 
 

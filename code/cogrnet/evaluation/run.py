@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..presets import DatasetPreset
 from ..data.dataset import Case, CaseStore, find_list
 from ..data.nifti import MASK_SUFFIX, read_prediction, write_prediction
 from ..errors import ConfigError, DataError
 from ..fileio import lock_folder
 from ..inference.model import load_model
 from ..inference.settings import InferenceFlags, InferenceSettings, inference_preset
+from ..presets import DatasetPreset
 from ..runtime import resolve_device
 from .evaluate import (CaseCallback, error_text, evaluate_model, require_scorable,
                        score_prediction)

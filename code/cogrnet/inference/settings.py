@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..presets import DatasetPreset, dataset_for_root, get_preset
 from ..data.dataset import normalize_intensity
 from ..errors import ConfigError
+from ..presets import DatasetPreset, dataset_for_root, get_preset
 from .model import checkpoint_patch
 from .sliding_window import (check_mode, check_overlap, check_sw_batch_size, checked_roi,
                              resolve_strides)

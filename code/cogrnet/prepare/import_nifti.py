@@ -27,9 +27,9 @@ import numpy as np
 
 from ..data.image_io import Geometry, sitk_module
 from ..data.nifti import case_ids, image_files, image_stem
-from ..presets import IMPORT_RECORD
 from ..errors import CoGRNetError, ConfigError, DataError
 from ..fileio import write_json_atomic, write_text_atomic
+from ..presets import IMPORT_RECORD
 
 RECORD = IMPORT_RECORD
 FOLDERS = ("imagesTr", "labelsTr", "annotationsTr", "imagesTs", "labelsTs")

@@ -18,11 +18,11 @@ from ..annotation.figures import save_distance_png
 from ..annotation.propagate import parse_propagation
 from ..annotation.quality import calibration_text
 from ..annotation.refine import check_refine
-from ..presets import IMPORT_RECORD, dataset_for_root, get_preset
 from ..data.dataset import CaseStore, find_list, read_list
 from ..errors import ConfigError, DataError
 from ..fileio import lock_folder, write_json_atomic
 from ..parallel import run_cases
+from ..presets import IMPORT_RECORD, dataset_for_root, get_preset
 from .import_nifti import map_target, read_import_record
 
 #: one case's work: a :class:`CaseTask` -> its record in ``summary.json`` (never raises)

@@ -23,6 +23,7 @@ from .state import RunState
 LAST = "last.pth"
 LAST_PREV = "last_prev.pth"  # the generation of last.pth before the newest
 RESUME_KEYS = ("method", "network", "intensity")
+RUN_STATE_KEYS = ("optimizer", "iteration", "stage", "extra")  # what a resume reads
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
 
@@ -49,12 +50,27 @@ def _damaged(err: DataError, last: Path, previous: Path) -> DataError:
                      "continues from it")
 
 
-def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None = None) -> None:
+def _check_run_state(path: Path, ckpt: dict[str, Any], stages: Sequence[Stage]) -> None:
+    """``ckpt`` (read from ``path``) must hold a run's state: the optimizer, iteration,
+    stage and method state, and the teacher when its stage (one of ``stages``) has one."""
+    missing = [k for k in RUN_STATE_KEYS if ckpt.get(k) is None]
+    if missing:
+        raise DataError(f"{path}: cannot resume from this checkpoint: it lacks "
+                        f"{', '.join(missing)} (only a run's last.pth holds a run's state)")
+    stage = next((s for s in stages if s.name == ckpt["stage"]), None)
+    if stage is not None and stage.teacher and ckpt.get("ema") is None:
+        raise DataError(f"{path}: cannot resume stage '{stage.name}': the checkpoint holds "
+                        "no teacher (ema) weights")
+
+
+def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None = None,
+                 stages: Sequence[Stage] = ()) -> None:
     """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``, else
     ``previous``: see :func:`resume_checkpoint`) must be an intact checkpoint of the same
-    method and network as ``cfg``; a one-line error naming the file and the differing
-    settings otherwise. A damaged ``last.pth`` is refused, naming ``previous`` when that one
-    is good. No file: nothing to check."""
+    method and network as ``cfg``, holding a run's state (a teacher where its stage, one of
+    ``stages``, has one); a one-line error naming the file and the differing settings or
+    what it lacks otherwise. A damaged ``last.pth`` is refused, naming ``previous`` when that
+    one is good. No file: nothing to check."""
     last = Path(path)
     path = resume_checkpoint(last, previous if previous is not None else last)
     if path is None:
@@ -80,6 +96,7 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
                           "to start over)")
+    _check_run_state(path, ckpt, stages)
 
 
 def save_run(run_dir: Path, name: str, run: RunState, config: dict[str, Any], stage: str,
@@ -116,7 +133,11 @@ def restore_run(path: Path, run: RunState, stages: Sequence[Stage], method: str,
     if stage.teacher:
         run.teacher = make_teacher(run.student)
         load_weights(run.teacher, ckpt["ema"], path)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: its optimizer state does not fit this run's optimizer "
+                        f"({type(err).__name__}: {str(err)[:120]})") from None
 
 
 def load_student(path: Path, student: torch.nn.Module, device: torch.device) -> int:

@@ -17,13 +17,13 @@ import numpy as np
 
 from ..cli import add_amp, add_debug, add_device, add_progress, add_workers
 from ..cli import parser as cli_parser
-from ..presets import PRESETS, DatasetPreset, custom_preset, dataset_for_root, get_preset
 from ..errors import ConfigError
 from ..methods.base import Method
 from ..methods.losses import DICE_FORMS
 from ..methods.registry import METHODS, method_class
 from ..networks import network_config
 from ..networks.vnet import NORMS
+from ..presets import PRESETS, DatasetPreset, custom_preset, dataset_for_root, get_preset
 from ..runtime import add_speed_arguments, check_compile, speed_settings
 from ..train_config import DEFAULTS, FieldFlag, TrainConfig, check_fields, flag_fields, given_values
 

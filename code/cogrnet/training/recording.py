@@ -206,7 +206,8 @@ class Recorder:
         :data:`LOSS_LOG_INTERVAL` steps, a log line."""
         scalars = average_over_ranks(out.scalars)
         progress.update(1)
-        main_loss = next(iter(scalars.values()), None) or out.loss.item()
+        first = next(iter(scalars.values()), None)
+        main_loss = out.loss.item() if first is None else first
         progress.set_postfix(loss=f"{main_loss:.4f}", lr=f"{lr:.2g}")
         self.record({"iteration": step, "stage": stage.name, "lr": lr, **scalars})
         if self.writer is None:

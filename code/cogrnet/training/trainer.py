@@ -122,7 +122,7 @@ class Trainer:
         self.recorder = Recorder(self.run_dir, self.is_main, cfg.image_interval)
         try:
             if cfg.resume:  # an incompatible or damaged last.pth fails before any write
-                check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV)
+                check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV, self.stages)
             self.recorder.open_log()
             seed_everything(cfg.seed, deterministic=cfg.deterministic)
             self.store = CaseStore(cfg.root_path, num_classes=cfg.num_classes,
