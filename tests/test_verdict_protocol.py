@@ -17,7 +17,7 @@ import cogrnet.benchmark as benchmark
 from conftest import CODE
 from cogrnet.annotation.dpa import slices_mask
 from cogrnet.errors import ConfigError
-from cogrnet.evaluation.compare import paired_difference, seed_gap
+from cogrnet.evaluation.compare import case_differences, paired_difference, seed_gap
 from cogrnet.methods.base import Stage
 from cogrnet.methods.losses import ce_dice
 from cogrnet.methods.mean_teacher import UAMT, MeanTeacher
@@ -234,6 +234,7 @@ def test_paired_difference_by_hand():
     d = paired_difference(a, b)
     # seed means of A: x .85 y .65 z .75; differences .15 .05 .25
     assert d.cases == 3 and d.mean == pytest.approx(0.15)
+    assert case_differences(a, b) == pytest.approx({"x": 0.15, "y": 0.05, "z": 0.25})
     assert d.se_cases == pytest.approx(np.std([0.15, 0.05, 0.25], ddof=1) / math.sqrt(3))
     assert math.isnan(d.se_seeds)  # one seed of B: the seed part is unknown
     b2 = b + [{"x": 0.8, "y": 0.5, "z": 0.6}]
@@ -276,6 +277,11 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     assert "| sup − cog | 4 | 2 / 2 | -0.1100 |" in table and "- (secondary)" in table
     # D clears the margin, but the seeds alone give SE = sqrt(.0004 + .0001) = .022 > .012
     assert "| 0.0224 | 0.0000 | 0.0224 | D ≥ +0.00, SE ≤ 0.012 | missed |" in table
+    # the picture of the comparisons, from the same numbers as the table
+    assert "![paired comparisons](comparisons.png)" in table
+    assert (tmp_path / "out" / "comparisons.png").stat().st_size > 0
+    first = benchmark.compare_rows(spec, results)[0]
+    assert first.cases == pytest.approx({c: 0.11 for c in cases}) and first.verdict == "missed"
     spec["seeds"] = [1, 2, 3]  # planned seeds not all run yet: no verdict
     benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
     table = (tmp_path / "out" / "results.md").read_text()

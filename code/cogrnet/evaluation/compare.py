@@ -54,15 +54,28 @@ def common_cases(*rows: Sequence[Run]) -> list[str]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def paired_difference(a: Sequence[Run], b: Sequence[Run]) -> PairedDifference:
-    """Row A minus row B over their common cases (module docstring for the formulas).
-    A ValueError when a row has no run or the rows share no case."""
+def _common_matrices(a: Sequence[Run], b: Sequence[Run]) -> tuple[list[str], np.ndarray,
+                                                                    np.ndarray]:
+    """``(cases, A, B)``: the common cases and each row's ``(runs, cases)`` Dice; a
+    ValueError when a row has no run or the rows share no case."""
     if not a or not b:
         raise ValueError("each row needs at least one run")
     cases = common_cases(a, b)
     if not cases:
         raise ValueError("the two rows share no scored case")
-    ma, mb = _matrix(a, cases), _matrix(b, cases)
+    return cases, _matrix(a, cases), _matrix(b, cases)
+
+
+def case_differences(a: Sequence[Run], b: Sequence[Run]) -> dict[str, float]:
+    """``d_c`` of the module docstring: for each common case, A's seed mean minus B's."""
+    cases, ma, mb = _common_matrices(a, b)
+    return dict(zip(cases, (ma.mean(0) - mb.mean(0)).tolist()))
+
+
+def paired_difference(a: Sequence[Run], b: Sequence[Run]) -> PairedDifference:
+    """Row A minus row B over their common cases (module docstring for the formulas).
+    A ValueError when a row has no run or the rows share no case."""
+    cases, ma, mb = _common_matrices(a, b)
     d = ma.mean(0) - mb.mean(0)
     var_cases = _var_over_n(d)
     var_seeds = _var_over_n(ma.mean(1)) + _var_over_n(mb.mean(1))

@@ -7,8 +7,10 @@ when a row trains on coarse labels), a ``test`` block and the ``rows``; each row
 method with its own arguments. Every (row, seed) is a run ``model/<prefix>_<row>_s<seed>/``
 made by the same ``code/train.py`` and ``code/test.py`` commands a user would type (they are
 written into the table). Outputs in ``--out_dir``: ``results.md`` (the table), ``results.json``,
-``val_dice.png`` (validation Dice over iterations) and ``case_dice.png`` (the Dice of each
-scored case, every row side by side: a case that one method fails stands out).
+``val_dice.png`` (validation Dice over iterations), ``case_dice.png`` (the Dice of each
+scored case, every row side by side: a case that one method fails stands out) and
+``comparisons.png`` (each pre-registered comparison: its per-case differences, the mean and
+its standard error against the target).
 
 A (row, seed) is finished when its run folder holds ``bench_result.json`` or when the
 ``results.json`` already in ``--out_dir`` records it with the same training command; finished
@@ -37,14 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from cogrnet.benchmark.comparisons import compare_rows, comparison_table, headline, scores
+from cogrnet.benchmark.figures import plot_case_dice, plot_comparisons, plot_val_curves
 from cogrnet.cli import add_debug, add_out_dir, parser
-from cogrnet.presets import MODEL_DIR, REPO_ROOT
 from cogrnet.errors import ConfigError, FolderBusy
-from cogrnet.evaluation.compare import paired_difference, seed_gap
+from cogrnet.evaluation.compare import seed_gap
 from cogrnet.evaluation.metrics import METRIC_NAMES
 from cogrnet.fileio import lock_folder, read_jsonl, write_json_atomic, write_text_atomic
 from cogrnet.methods.registry import has_teacher
-from cogrnet.plotting import figure, save_figure
+from cogrnet.presets import MODEL_DIR, REPO_ROOT
 
 #: the entry scripts a row runs (``code/train.py`` ...), the commands a user would type
 CODE = REPO_ROOT / "code"
@@ -118,9 +121,9 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
     not), and when the scored cases are (some of) the row's validation list, the table scores
     ``last.pth`` and a two-stage row hands over its last pre-training weights
     (``handover: last``). A one-line :class:`ConfigError` naming the spec and row otherwise."""
-    from .data.dataset import find_list, read_list
-    from .methods.registry import method_class
-    from .training.data import validation_ids
+    from cogrnet.data.dataset import find_list, read_list
+    from cogrnet.methods.registry import method_class
+    from cogrnet.training.data import validation_ids
 
     split = spec.get("test", {}).get("split", "test")
     for row in rows:
@@ -280,20 +283,6 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def headline(result: dict[str, Any], method: str, teacher_first: bool) -> str:
-    """The key of a run's headline scores: ``"teacher"`` for a teacher method's run when the
-    spec's headline is the teacher (its scores ``mean_teacher`` / ``case_dice_teacher``),
-    else ``""`` (``mean`` / ``case_dice``: the student, or the only model)."""
-    return "teacher" if teacher_first and has_teacher(method) else ""
-
-
-def _scores(result: dict[str, Any], which: str) -> tuple[dict[str, float] | None,
-                                                          dict[str, float] | None]:
-    """``(mean metrics, Dice per case)`` of a run's ``which`` model (:func:`headline`)."""
-    suffix = "_teacher" if which == "teacher" else ""
-    return result.get("mean" + suffix), result.get("case_dice" + suffix)
-
-
 def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]:
     """The table's rows: the headline model's metrics (module docs), the per-seed Dice, the
     other model's Dice and, for teacher-first tables, the teacher-student gap."""
@@ -305,7 +294,7 @@ def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]
         if not r["seeds"]:
             continue
         key = headline(r["seeds"][0], r["method"], teacher_first)
-        heads = [_scores(s, key)[0] for s in r["seeds"]]
+        heads = [scores(s, key)[0] for s in r["seeds"]]
         scored = [h for h in heads if h]
         cells = [_summary([h[m] for h in scored]) for m in METRIC_NAMES]
         if len(scored) < len(r["seeds"]):
@@ -340,61 +329,6 @@ def _other_cells(r: dict[str, Any], key: str, teacher_first: bool) -> str:
                                 if len(teacher) < len(r["seeds"]) else "")
 
 
-def comparison_table(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines for the spec's ``comparisons`` (``{"a": row, "b": row, "target":
-    margin}``: the pre-registered target is mean(A - B) >= margin, with a standard error of
-    at most the spec's ``max_se``, judged once both rows have their planned seeds and
-    ``open`` before; ``"target": null`` for a secondary comparison): the mean paired per-case difference of the headline
-    models and its standard error (:mod:`cogrnet.evaluation.compare`); empty without any."""
-    wanted = spec.get("comparisons") or []
-    if not wanted:
-        return []
-    teacher_first = spec.get("headline") == "teacher"
-    by_name = {r["name"]: r for r in results}
-    max_se = spec.get("max_se")
-
-    def planned(name: str) -> list[int]:
-        row = next(r for r in spec["rows"] if r["name"] == name)
-        return row.get("seeds", spec.get("seeds", [1337]))
-
-    def runs(name: str) -> list[dict[str, float]]:
-        r = by_name.get(name)
-        if r is None:
-            raise ConfigError(f"comparison names row '{name}', which the spec does not have")
-        key = headline(r["seeds"][0], r["method"], teacher_first) if r["seeds"] else ""
-        return [c for c in (_scores(s, key)[1] for s in r["seeds"]) if c]
-
-    lines = ["", "Paired comparisons (pre-registered; headline models; *D* = mean over the "
-             "scored cases of the per-case difference of the seed means, A − B; *SE* = "
-             "sqrt(SE_cases² + SE_seeds²), SE_cases = sd of the per-case differences / "
-             "sqrt(cases), SE_seeds² = var of A's per-seed means / seeds of A + the same for "
-             "B; conservative, `cogrnet.evaluation.compare`):", "",
-             "| A − B | cases | seeds A / B | D | SE | SE cases | SE seeds | target | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for c in wanted:
-        a, b, margin = runs(c["a"]), runs(c["b"]), c.get("target")
-        target = ("- (secondary)" if margin is None
-                  else f"D ≥ {margin:+.2f}" + (f", SE ≤ {max_se}" if max_se else ""))
-        if not a or not b:
-            lines.append(f"| {c['a']} − {c['b']} | - | {len(a)} / {len(b)} | - | - | - | - "
-                         f"| {target} | not run yet |")
-            continue
-        d = paired_difference(a, b)
-        short = [f"{name} {len(got)} of {len(planned(name))} seeds"
-                 for name, got in ((c["a"], a), (c["b"], b)) if len(got) < len(planned(name))]
-        met = margin is not None and d.mean >= margin and (not max_se or d.se <= max_se)
-        verdict = ("-" if margin is None else f"open ({', '.join(short)})" if short
-                   else "met" if met else "missed")
-        lines.append(f"| {c['a']} − {c['b']} | {d.cases} | {d.seeds_a} / {d.seeds_b} | "
-                     f"{d.mean:+.4f} | {_num(d.se)} | {_num(d.se_cases)} | {_num(d.se_seeds)} "
-                     f"| {target} | {verdict} |")
-    return lines
-
-
-def _num(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{x:.4f}"
-
-
 def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: Dice of each scored case (columns) for each finished (row, seed), and
     the teacher's where it was scored; empty when no run recorded its cases."""
@@ -420,10 +354,25 @@ def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _command_lines(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the training and test commands of each row's first seed, and the
+    registration's."""
+    lines = ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
+    for r in results:
+        if r["seeds"]:
+            lines += [f"- {r['name']}:", "  ```", f"  {r['seeds'][0]['train_command']}",
+                      f"  {r['seeds'][0]['test_command']}", "  ```"]
+    if spec.get("registration"):
+        lines += ["", "Coarse labels (once, before the rows):", "", "```",
+                  spec["registration"].get("command", ""), "```"]
+    return lines
+
+
 def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
                   command: str) -> None:
     """``results.md``, ``results.json``, ``val_dice.png`` (when some row has a validation
-    curve) and ``case_dice.png`` (when some run recorded its Dice per case) in ``out``."""
+    curve), ``case_dice.png`` (when some run recorded its Dice per case) and
+    ``comparisons.png`` (when a pre-registered comparison has runs) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {"spec": spec, "results": results})
     teacher_first = spec.get("headline") == "teacher"
@@ -449,16 +398,13 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
                   "(`test.py --ema`), a diagnostic beside the student's score."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    lines += comparison_table(spec, results)
+    comparisons = compare_rows(spec, results)
+    compared = [c for c in comparisons if c.diff is not None]
+    lines += comparison_table(comparisons)
+    if compared:
+        lines += ["", "![paired comparisons](comparisons.png)"]
     lines += case_dice_table(results)
-    lines += ["", "Commands (first seed of each row; the seed is `--seed`):", ""]
-    for r in results:
-        if r["seeds"]:
-            lines += [f"- {r['name']}:", "  ```", f"  {r['seeds'][0]['train_command']}",
-                      f"  {r['seeds'][0]['test_command']}", "  ```"]
-    if spec.get("registration"):
-        lines += ["", "Coarse labels (once, before the rows):", "", "```",
-                  spec["registration"].get("command", ""), "```"]
+    lines += _command_lines(spec, results)
     curves = {r["name"]: r["seeds"][0]["val_curve"] for r in results
               if r["seeds"] and r["seeds"][0].get("val_curve", {}).get("iterations")}
     no_curve = [r["name"] for r in results if r["seeds"] and r["name"] not in curves]
@@ -474,63 +420,9 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     if curves:
         plot_val_curves(curves, out / "val_dice.png")
     if with_cases:
-        plot_case_dice(with_cases, out / "case_dice.png")
-
-
-def plot_val_curves(curves: dict[str, dict[str, list]], path: Path) -> Path:
-    """One line per row: validation Dice (the trainer's fast protocol) over iterations."""
-    fig, ax = figure(1, (7.0, 4.2))
-    for name, curve in curves.items():
-        ax.plot(curve["iterations"], curve["dice"], marker=".", label=name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation Dice (fast protocol)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path, "validation Dice during training (first seed of each row)",
-                       dpi=120)
-
-
-def seed_label(name: str, with_cases: int, seeds: int) -> str:
-    """``"row (3 seeds)"``, or ``"row (2 of 3 seeds)"`` when some seeds have no per-case record."""
-    counted = f"{with_cases} of {seeds}" if with_cases < seeds else str(seeds)
-    return f"{name} ({counted} seed{'s' * (seeds > 1)})"
-
-
-def plot_case_dice(results: list[dict[str, Any]], path: Path) -> Path:
-    """Dice of each scored case (x) for each row, side by side within a case: a filled
-    marker for the students' mean over the seeds, small dots for the single seeds, an open
-    marker for the EMA teachers' mean where they were scored."""
-    ids = sorted({c for r in results for s in r["seeds"] for c in s.get("case_dice") or {}})
-    fig, ax = figure(1, (max(7.0, 1.1 * len(ids) + 3.0), 4.6))
-    import matplotlib.pyplot as plt  # after figure(): the Agg backend is set
-
-    colours = plt.get_cmap("tab20" if len(results) > 10 else "tab10")
-    width = 0.8 / len(results)
-    for k, r in enumerate(results):
-        x = np.arange(len(ids)) - 0.4 + width * (k + 0.5)
-        colour = colours(k % colours.N)
-        for key, marker in (("case_dice", "o"), ("case_dice_teacher", "D")):
-            runs = [s[key] for s in r["seeds"] if s.get(key)]
-            if not runs:
-                continue
-            per_seed = np.array([[run.get(c, np.nan) for c in ids] for run in runs])
-            if key == "case_dice":
-                for values in per_seed:
-                    ax.plot(x, values, ".", color=colour, alpha=0.45, markersize=4)
-            ax.plot(x, np.nanmean(per_seed, axis=0), marker, markersize=6, color=colour,
-                    markerfacecolor=colour if key == "case_dice" else "none",
-                    label=seed_label(r["name"], len(runs), len(r["seeds"]))
-                    if key == "case_dice" else None)
-    ax.set_xticks(np.arange(len(ids)), [c[:6] for c in ids], fontsize=8)
-    ax.set_xlim(-0.5, len(ids) - 0.5)
-    for edge in np.arange(len(ids) - 1) + 0.5:
-        ax.axvline(edge, color="0.85", linewidth=0.8)
-    ax.set_ylabel("Dice")
-    ax.set_xlabel("scored case (first 6 characters of its ID)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return save_figure(fig, path, "Dice per case: filled = student, mean over seeds; dots = "
-                       "single seeds; open diamond = EMA teacher, mean over seeds", dpi=120)
+        plot_case_dice(with_cases, out / "case_dice.png", teacher_first)
+    if compared:
+        plot_comparisons(compared, out / "comparisons.png")
 
 
 def run_threads(run_dir: Path) -> str | None:

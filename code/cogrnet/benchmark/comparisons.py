@@ -1,0 +1,124 @@
+"""The pre-registered comparisons of a benchmark table: which model of a run is its
+headline, and each comparison's paired difference of two rows over the scored cases
+(:mod:`cogrnet.evaluation.compare`), target and verdict."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cogrnet.errors import ConfigError
+from cogrnet.evaluation.compare import PairedDifference, case_differences, paired_difference
+from cogrnet.methods.registry import has_teacher
+
+
+def headline(result: dict[str, Any], method: str, teacher_first: bool) -> str:
+    """The key of a run's headline scores: ``"teacher"`` for a teacher method's run when the
+    spec's headline is the teacher (its scores ``mean_teacher`` / ``case_dice_teacher``),
+    else ``""`` (``mean`` / ``case_dice``: the student, or the only model)."""
+    return "teacher" if teacher_first and has_teacher(method) else ""
+
+
+def scores(result: dict[str, Any], which: str) -> tuple[dict[str, float] | None,
+                                                          dict[str, float] | None]:
+    """``(mean metrics, Dice per case)`` of a run's ``which`` model (:func:`headline`)."""
+    suffix = "_teacher" if which == "teacher" else ""
+    return result.get("mean" + suffix), result.get("case_dice" + suffix)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One of a spec's ``comparisons``, as far as its rows are run: ``a - b`` with the
+    pre-registered ``margin`` (``None``: secondary), the seeds run (``seeds``) and planned
+    (``planned``) of each row, and, once both have a run, the paired difference ``diff`` of
+    their headline models with its per-case differences ``cases``."""
+
+    a: str
+    b: str
+    margin: float | None
+    max_se: float | None
+    seeds: tuple[int, int]
+    planned: tuple[int, int]
+    diff: PairedDifference | None = None
+    cases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        if self.margin is None:
+            return "- (secondary)"
+        return f"D ≥ {self.margin:+.2f}" + (f", SE ≤ {self.max_se}" if self.max_se else "")
+
+    @property
+    def verdict(self) -> str:
+        """``not run yet``, ``open (...)`` until both rows have their planned seeds, then
+        ``met`` or ``missed``; ``-`` for a secondary comparison."""
+        if self.diff is None:
+            return "not run yet"
+        if self.margin is None:
+            return "-"
+        short = [f"{name} {got} of {want} seeds" for name, got, want
+                 in zip((self.a, self.b), self.seeds, self.planned) if got < want]
+        if short:
+            return f"open ({', '.join(short)})"
+        d = self.diff
+        met = d.mean >= self.margin and (not self.max_se or d.se <= self.max_se)
+        return "met" if met else "missed"
+
+
+def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Comparison]:
+    """The spec's ``comparisons`` (``{"a": row, "b": row, "target": margin}``: the
+    pre-registered target is mean(A - B) >= margin with a standard error of at most the
+    spec's ``max_se``; ``"target": null`` for a secondary one) on the headline models of
+    the finished runs (:mod:`cogrnet.evaluation.compare`)."""
+    teacher_first = spec.get("headline") == "teacher"
+    by_name = {r["name"]: r for r in results}
+
+    def planned(name: str) -> int:
+        row = next(r for r in spec["rows"] if r["name"] == name)
+        return len(row.get("seeds", spec.get("seeds", [1337])))
+
+    def runs(name: str) -> list[dict[str, float]]:
+        r = by_name.get(name)
+        if r is None:
+            raise ConfigError(f"comparison names row '{name}', which the spec does not have")
+        key = headline(r["seeds"][0], r["method"], teacher_first) if r["seeds"] else ""
+        return [c for c in (scores(s, key)[1] for s in r["seeds"]) if c]
+
+    out = []
+    for c in spec.get("comparisons") or []:
+        a, b = runs(c["a"]), runs(c["b"])
+        both = bool(a and b)
+        out.append(Comparison(c["a"], c["b"], c.get("target"), spec.get("max_se"),
+                              (len(a), len(b)), (planned(c["a"]), planned(c["b"])),
+                              paired_difference(a, b) if both else None,
+                              case_differences(a, b) if both else {}))
+    return out
+
+
+def comparison_table(comparisons: list[Comparison]) -> list[str]:
+    """Markdown lines for the comparisons (:func:`compare_rows`): D, its standard error and
+    its parts, the target and the verdict; empty without any."""
+    if not comparisons:
+        return []
+    lines = ["", "Paired comparisons (pre-registered; headline models; *D* = mean over the "
+             "scored cases of the per-case difference of the seed means, A − B; *SE* = "
+             "sqrt(SE_cases² + SE_seeds²), SE_cases = sd of the per-case differences / "
+             "sqrt(cases), SE_seeds² = var of A's per-seed means / seeds of A + the same for "
+             "B; conservative, `cogrnet.evaluation.compare`):", "",
+             "| A − B | cases | seeds A / B | D | SE | SE cases | SE seeds | target | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        d, name = c.diff, f"{c.a} − {c.b}"
+        if d is None:
+            lines.append(f"| {name} | - | {c.seeds[0]} / {c.seeds[1]} | - | - | - | - "
+                         f"| {c.target} | {c.verdict} |")
+            continue
+        lines.append(f"| {name} | {d.cases} | {d.seeds_a} / {d.seeds_b} | {d.mean:+.4f} | "
+                     f"{_num(d.se)} | {_num(d.se_cases)} | {_num(d.se_seeds)} | {c.target} "
+                     f"| {c.verdict} |")
+    return lines
+
+
+def _num(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.4f}"
