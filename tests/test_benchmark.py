@@ -4,6 +4,7 @@ records when their run folders are gone (rows run on different machines)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -181,3 +182,49 @@ def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypa
     assert sorted(started[:2]) == [("a1", "1", False), ("b1", "1", True)]  # first seeds first
     assert sorted(started[2:]) == [("a2", "1", False), ("b2", "1", True)]
     assert len(writes) == 4 and [s["seed"] for s in entries["b"]["seeds"]] == [1, 2]
+
+
+def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path):
+    """``--status`` runs and writes nothing: a finished seed gives its row's wall time; a
+    part-trained run says its iteration (and its process while one holds its lock); a row
+    with no finished seed has no estimate. The table lists the planned seeds still to run."""
+    spec = {"title": "t", "prefix": "b", "seeds": [1, 2, 3], "common": {"dataset": "phantom"},
+            "rows": [{"name": "a", "args": {"method": "sup", "max_iteration": 10}},
+                     {"name": "c", "args": {"method": "cogrnet", "pre_max_iteration": 4,
+                                            "self_max_iteration": 6}, "seeds": [1]}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _fake_run(runs, spec, spec["rows"][0], 1)  # 60 s
+    part = runs / "b_a_s2"
+    part.mkdir()
+    (part / "config.json").write_text(json.dumps({"max_iteration": 10}))
+    (part / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n"
+                                                for i in (1, 2, 3, 4)))
+    (runs / "b_c_s1").mkdir()
+    (runs / "b_c_s1" / "config.json").write_text(json.dumps(
+        {"pre_max_iteration": 4, "self_max_iteration": 6}))
+    (runs / "b_c_s1" / "metrics.jsonl").write_text(json.dumps({"iteration": 5}) + "\n")
+    base = [sys.executable, str(CODE / "benchmark.py"), "--spec", str(path), "--out", str(out),
+            "--model_dir", str(runs)]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from cogrnet.fileio import lock_folder; "
+        f"lock = lock_folder({str(part)!r}, 'run'); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(CODE)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = subprocess.run(base + ["--status"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["b_a_s2", "running", "(process", f"{holder.pid}),", "iteration",
+                                "4", "of", "10;", "about", "1", "min", "left"]  # 60 s x 0.6
+    assert lines[1].split()[:3] == ["b_a_s3", "not", "started;"] and "about 1 min" in lines[1]
+    assert lines[2].split()[:5] == ["b_c_s1", "iteration", "5", "of", "10;"]
+    assert "no measured run of its row yet" in lines[2]
+    assert lines[3].startswith("3 run(s) to go: about 0.0 h") and "plus the runs of c" in lines[3]
+    assert not out.exists()  # nothing written
+    subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
+    assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()

@@ -161,6 +161,18 @@ def _lock_holder(handle: IO) -> int | None:
     return by_inode[0] if len(set(by_inode)) == 1 else None
 
 
+def lock_holder(folder: str | Path, name: str = LOCK_NAME) -> int | None:
+    """The process holding the lock ``folder/name`` of :func:`lock_folder`, read from
+    ``/proc/locks`` without taking the lock; ``None`` when it is free, or where that
+    cannot be told."""
+    path = Path(folder) / name
+    try:
+        with open(path, "rb") as handle:
+            return _lock_holder(handle)
+    except OSError:
+        return None
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Remove the temporary files of :func:`atomic_path` that a killed writer left directly
     in ``folder`` (those of a process still running are kept); returns them. Call it only

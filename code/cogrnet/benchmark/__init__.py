@@ -26,6 +26,8 @@ training command is the one this spec makes).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -45,7 +47,8 @@ from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.errors import ConfigError, FolderBusy
 from cogrnet.evaluation.compare import seed_gap
 from cogrnet.evaluation.metrics import METRIC_NAMES
-from cogrnet.fileio import lock_folder, read_jsonl, write_json_atomic, write_text_atomic
+from cogrnet.fileio import (lock_folder, lock_holder, read_jsonl, write_json_atomic,
+                            write_text_atomic)
 from cogrnet.methods.registry import has_teacher
 from cogrnet.presets import MODEL_DIR, REPO_ROOT
 
@@ -398,6 +401,8 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
                   "(`test.py --ema`), a diagnostic beside the student's score."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
+    if missing_seeds(spec, results):
+        lines += ["", f"Planned seeds still to run: {'; '.join(missing_seeds(spec, results))}."]
     comparisons = compare_rows(spec, results)
     compared = [c for c in comparisons if c.diff is not None]
     lines += comparison_table(comparisons)
@@ -552,6 +557,62 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
                           f"{out / 'logs'}); the table holds the others")
 
 
+def missing_seeds(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """``"row 1340, 1341"`` for each row with planned seeds not finished yet."""
+    default = spec.get("seeds", [1337])
+    done = {r["name"]: {s["seed"] for s in r["seeds"]} for r in results}
+    out = []
+    for row in spec["rows"]:
+        left = [s for s in row.get("seeds", default) if s not in done.get(row["name"], ())]
+        if left:
+            out.append(f"{row['name']} {', '.join(map(str, left))}")
+    return out
+
+
+def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
+    """What the folder of an unfinished run says: ``(state, fraction of its iterations
+    done)``; the state names the process running it (its row lock held)."""
+    from cogrnet.methods.registry import method_class
+
+    holder = next((pid for pid in (lock_holder(run_dir, ROW_LOCK), lock_holder(run_dir))
+                   if pid is not None), None)  # its benchmark.py's lock, or its train.py's
+    running = f"running (process {holder}), " if holder is not None else ""
+    if (run_dir / TRAINED).exists():
+        return running + "trained, not scored", 1.0
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        total = (config["pre_max_iteration"] + config["self_max_iteration"]
+                 if method_class(method).two_stage else config["max_iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return running + "not started", 0.0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    done = max((r.get("iteration", 0) for r in rows), default=0)
+    return running + f"iteration {done} of {total}", min(done / max(total, 1), 1.0)
+
+
+def print_status(results: list[dict[str, Any]], pending: list[tuple]) -> None:
+    """For each pending (row, seed): its state (:func:`run_progress`) and the minutes left
+    at its row's measured wall time (mean over its finished seeds); then the total."""
+    minutes_left, unmeasured = 0.0, set()
+    width = max((len(p[2]) for p in pending), default=0)
+    for entry, seed, exp, _, _, run_dir in pending:
+        state, done = run_progress(run_dir, entry["method"])
+        walls = [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds")]
+        if walls:
+            left = float(np.mean(walls)) * (1.0 - done)
+            minutes_left += left
+            estimate = f"about {left:.0f} min left"
+        else:
+            unmeasured.add(entry["name"])
+            estimate = "no measured run of its row yet"
+        print(f"{exp:<{width}}  {state}; {estimate}")
+    text = (f"{len(pending)} run(s) to go: about {minutes_left / 60:.1f} h of runs at their "
+            "rows' measured wall times (one after another; divide by the runs side by side)")
+    if unmeasured:
+        text += f", plus the runs of {', '.join(sorted(unmeasured))} (no measured run yet)"
+    print(text + ("" if pending else "; the table is complete"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     p.add_argument("--spec", required=True, help="benchmark spec (JSON)")
@@ -571,6 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one-thread runs make 1.6x the iterations of one two-thread run, "
                         "docs/PERFORMANCE.md); pending runs start in seed-major order: the "
                         "first seed of every selected row before any second seed")
+    p.add_argument("--status", action="store_true",
+                   help="run and write nothing: list the planned runs of the selected rows "
+                        "not finished yet (running, part-trained, not started) with the time "
+                        "left at each row's measured wall time")
     p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
                    help="run nothing: write the table of the runs already finished, adding "
                         "those recorded in the JSON files named (results.json files, or "
@@ -695,6 +760,12 @@ def main(argv=None) -> int:
     model_dir, out = Path(a.model_dir), Path(a.out)
     command = "python code/benchmark.py " + " ".join(
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+    if a.status:
+        with contextlib.redirect_stdout(io.StringIO()):  # the per-run lines of the scan
+            results, pending = table_state(spec, {r["name"] for r in rows}, a.seeds,
+                                           model_dir, known_results(out, a.collect), False)
+        print_status(results, pending)
+        return 0
     ensure_registration(spec, rows, out, run=a.collect is None)
     if a.collect is None:  # a table that runs something keeps its scored list untouched
         check_isolation(spec, rows, f"--spec {spec_path}")
