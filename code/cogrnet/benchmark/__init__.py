@@ -21,7 +21,14 @@ row, delete its run folder and its entry in ``results.json``.
 ``--collect`` runs nothing and writes the table of what is finished; ``--collect FILE ...``
 also takes the runs recorded in other JSON files: another ``results.json``, or the report of
 ``scripts/gpu_benchmark.py`` (its ``table``), with the same rule (a run counts when its
-training command is the one this spec makes).
+training command is the one this spec makes). ``--status`` runs and writes nothing: the
+planned runs not finished yet, their state and the time left.
+
+The spec's keys (each checked before anything runs, a one-line error otherwise): ``prefix``
+and ``rows`` (``name``, ``args``, own ``seeds``), ``title``, ``notes``, ``seeds``,
+``common``, ``registration`` (``out_dir``, ``args``), ``test``, ``checkpoint``,
+``headline`` (``teacher`` or ``student``), ``test_teacher``, ``comparisons`` (``a``, ``b``,
+``target``) and ``max_se``: code/cogrnet/benchmark/spec.py says what each holds.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ import numpy as np
 
 from cogrnet.benchmark.comparisons import compare_rows, comparison_table, headline, scores
 from cogrnet.benchmark.figures import plot_case_dice, plot_comparisons, plot_val_curves
+from cogrnet.benchmark.spec import read_spec
 from cogrnet.cli import add_debug, add_out_dir, parser
 from cogrnet.errors import ConfigError, FolderBusy
 from cogrnet.evaluation.compare import seed_gap
@@ -642,16 +650,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "reports of scripts/gpu_benchmark.py; default: run the pending rows)")
     add_debug(p)
     return p
-
-
-def read_spec(path: Path) -> dict[str, Any]:
-    """The benchmark spec at ``path``; a one-line error when it is missing or not JSON."""
-    if not path.is_file():
-        raise ConfigError(f"--spec {path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--spec {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def selected_rows(spec: dict[str, Any], names: list[str] | None) -> list[dict[str, Any]]:
