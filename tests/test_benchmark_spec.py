@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,17 @@ def test_benchmark_py_refuses_a_bad_spec_before_running_anything(tmp_path):
         assert res.stderr.strip() == (f"error: --spec {path}: comparisons[0] names row 'uamt', "
                                       "which the spec does not have")
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_specs_written_in_the_docs_are_valid():
+    """Every fenced JSON block of README.md and docs/*.md that holds ``rows`` is a spec
+    that benchmark.py accepts."""
+    blocks = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for block in re.findall(r"```json\n(.*?)```", text, flags=re.S):
+            if '"rows"' in block:
+                blocks.append((doc.name, block))
+    assert blocks, "the docs hold no spec"
+    for name, block in blocks:
+        check_spec(json.loads(block), name)

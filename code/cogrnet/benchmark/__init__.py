@@ -601,24 +601,28 @@ def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
 def print_status(results: list[dict[str, Any]], pending: list[tuple]) -> None:
     """For each pending (row, seed): its state (:func:`run_progress`) and the minutes left
     at its row's measured wall time (mean over its finished seeds); then the total."""
-    minutes_left, unmeasured = 0.0, set()
+    minutes_left, measured, unmeasured = 0.0, 0, set()
     width = max((len(p[2]) for p in pending), default=0)
     for entry, seed, exp, _, _, run_dir in pending:
         state, done = run_progress(run_dir, entry["method"])
         walls = [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds")]
         if walls:
             left = float(np.mean(walls)) * (1.0 - done)
-            minutes_left += left
+            minutes_left, measured = minutes_left + left, measured + 1
             estimate = f"about {left:.0f} min left"
         else:
             unmeasured.add(entry["name"])
             estimate = "no measured run of its row yet"
         print(f"{exp:<{width}}  {state}; {estimate}")
-    text = (f"{len(pending)} run(s) to go: about {minutes_left / 60:.1f} h of runs at their "
-            "rows' measured wall times (one after another; divide by the runs side by side)")
+    parts = []
+    if measured:
+        parts.append(f"{measured} of them about {minutes_left / 60:.1f} h at their rows' "
+                     "measured wall times (one after another; divide by the runs side by side)")
     if unmeasured:
-        text += f", plus the runs of {', '.join(sorted(unmeasured))} (no measured run yet)"
-    print(text + ("" if pending else "; the table is complete"))
+        parts.append(f"{len(pending) - measured} of rows without a measured run yet "
+                     f"({', '.join(sorted(unmeasured))})")
+    print(f"{len(pending)} run(s) to go" + (": " + "; ".join(parts) if parts else
+                                            ": the table is complete"))
 
 
 def build_parser() -> argparse.ArgumentParser:
