@@ -842,3 +842,16 @@ def test_preprocess_argument_errors(raw_kits, tmp_path, unwritable):
     assert_one_line_error(call(PREPROCESS, ["--dataset", "kits", "--raw_dir", tmp_path / "nope",
                                             "--out_dir", tmp_path / "o", "--all"]),
                           str(tmp_path / "nope"), "raw data folder not found")
+
+
+def test_a_closed_stdout_ends_a_script_quietly():
+    """A script whose reader goes away (``| head``) stops with 141 and nothing on stderr,
+    not a BrokenPipeError traceback."""
+    code = ("import sys; from cogrnet.errors import run_cli; "
+            "sys.exit(run_cli(lambda argv: [print('x' * 99) for _ in range(200000)] and 0))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(CODE)})
+    assert proc.stdout.readline().strip() == b"x" * 99
+    proc.stdout.close()  # 20 MB do not fit a pipe's buffer: the script meets the closed end
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == ""

@@ -64,8 +64,8 @@ def writable_dir(path: str | Path, what: str) -> Path:
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; turn a :class:`CoGRNetError` (and an ``OSError`` of a failed
-    write, :data:`WRITE_ERRNOS`) into ``error: <message>`` on stderr and exit status 2.
-    ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
+    write, :data:`WRITE_ERRNOS`) into ``error: <message>`` on stderr and exit status 2; a
+    closed stdout (``| head``) ends it quietly with 141, as a shell tool. ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
@@ -76,6 +76,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # a write no writer of this project turned into a WriteError
         if err.errno not in WRITE_ERRNOS:
             raise
