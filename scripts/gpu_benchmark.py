@@ -53,7 +53,7 @@ except ImportError:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cogrnet.benchmark import (registration_command, row_commands,  # noqa: E402
+from cogrnet.benchmark import (registration_command, row_commands, row_method,  # noqa: E402
                                selected_rows, uses_coarse)
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
 from cogrnet.fileio import read_jsonl, write_json_atomic  # noqa: E402
@@ -418,7 +418,7 @@ def merge_tables(spec: dict[str, Any], outs: list[Path]) -> dict[str, Any]:
             for r in json.loads(path.read_text())["results"]:
                 seeds.setdefault(r["name"], []).extend(r["seeds"])
     return {"spec": spec, "results": [
-        {"name": r["name"], "method": r.get("args", {}).get("method", "cogrnet"),
+        {"name": r["name"], "method": row_method(spec, r),
          "seeds": sorted(seeds[r["name"]], key=lambda s: s["seed"])} for r in spec["rows"]]}
 
 

@@ -855,3 +855,14 @@ def test_a_closed_stdout_ends_a_script_quietly():
     proc.stdout.close()  # 20 MB do not fit a pipe's buffer: the script meets the closed end
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == ""
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_hidden():
+    """A broken pipe of something else (a worker's pipe, a socket) still fails loudly."""
+    code = ("import os, sys; from cogrnet.errors import run_cli\n"
+            "def main(argv):\n"
+            "    r, w = os.pipe(); os.close(r); os.write(w, b'x')\n"
+            "sys.exit(run_cli(main))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(CODE)}, timeout=60)
+    assert done.returncode not in (0, 141) and "BrokenPipeError" in done.stderr

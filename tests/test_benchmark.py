@@ -224,9 +224,22 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     assert lines[1].split()[:3] == ["b_a_s3", "not", "started;"] and "about 1 min" in lines[1]
     assert lines[2].split()[:5] == ["b_c_s1", "iteration", "5", "of", "10;"]
     assert "no measured run of its row yet" in lines[2]
-    assert lines[3] == ("3 run(s) to go: 2 of them about 0.0 h at their rows' measured wall "
-                        "times (one after another; divide by the runs side by side); 1 of rows "
-                        "without a measured run yet (c)")
+    assert lines[3] == ("3 run(s) to go in the table: 2 of them about 0.0 h at their rows' "
+                        "measured wall times (one after another; divide by the runs side by "
+                        "side); 1 of rows without a measured run yet (c)")
+    (runs / "b_c_s1" / benchmark.TRAINED).write_text("{}")  # trained, its test to come
+    res = subprocess.run(base + ["--status", "--rows", "c"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.stdout.splitlines()[0].split()[1:] == ["trained,", "not", "scored;", "its",
+                                                      "scoring", "left"]
+    assert res.stdout.splitlines()[1] == ("1 run(s) to go in the selected rows: 1 trained, "
+                                          "their scoring left")
+    # a seed resumed from a checkpoint measured only its last part: no estimate from it
+    record = json.loads((runs / "b_a_s1" / "bench_result.json").read_text())
+    (runs / "b_a_s1" / "bench_result.json").write_text(json.dumps(dict(record, resumed=True)))
+    res = subprocess.run(base + ["--status", "--rows", "a"], capture_output=True, text=True,
+                         timeout=120)
+    assert "no measured run of its row yet" in res.stdout.splitlines()[0]
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()

@@ -20,7 +20,7 @@ SPEC = {"title": "t", "prefix": "b", "seeds": [1, 2], "headline": "teacher", "ma
         "registration": {"out_dir": "coarse", "args": {"dataset": "phantom", "labelnum": 2}},
         "test": {"split": "val", "stride_xy": 9},
         "rows": [{"name": "cog", "args": {"method": "cogrnet"}},
-                 {"name": "sup", "args": {"method": "sup"}, "seeds": [1]}],
+                 {"name": "sup", "args": {"method": "sup"}, "seeds": [1, 3]}],
         "comparisons": [{"a": "cog", "b": "sup", "target": 0.0}]}
 
 
@@ -52,12 +52,20 @@ def _set(path: str, value):
     ("max_se", "0.01", "'max_se' must be int or float or null, not \"0.01\""),
     ("max_se", 0, "max_se must be positive"),
     ("test_teacher", 1, "'test_teacher' must be bool, not 1"),
-    ("checkpoint", "best", "checkpoint 'best' is not a .pth file name"),
+    ("checkpoint", "best", "checkpoint 'best' is not the name of a .pth file in the run folder"),
+    ("checkpoint", "../x.pth", "checkpoint '../x.pth' is not the name of a .pth file"),
+    ("max_se", float("nan"), "'max_se' must be a finite number, not nan"),
+    ("comparisons.0.target", float("inf"), "'target' must be a finite number"),
+    ("rows.1.seeds", [1], "comparisons[0]: row 'sup' plans one seed: its standard error is "
+                          "unknown, so max_se can never be met"),
+    ("test.ema", True, "test: 'ema' is set by benchmark.py itself"),
+    ("rows.0.args.overwrite", True, "row cog: 'overwrite' is set by benchmark.py itself"),
     ("comparisons.0.target", "0.05", "comparisons[0]: 'target' must be int or float or null"),
     ("comparisons.0.b", "uamt", "comparisons[0] names row 'uamt', which the spec does not have"),
     ("comparisons.0.c", 1, "comparisons[0]: unknown key(s) c"),
     ("registration.args", ..., "registration: 'args' is required"),
-    ("rows.0.args.lable_source", "coarse", "row cog: 'lable_source' is not a flag of code/train.py"),
+    ("rows.0.args.lable_source", "coarse",
+     "row cog: 'lable_source' is not a flag of code/train.py"),
     ("common.seed", 3, "common: 'seed' is set by benchmark.py itself"),
     ("test.strid_xy", 9, "test: 'strid_xy' is not a flag of code/test.py"),
     ("test.checkpoint", "x.pth", "test: 'checkpoint' is set by benchmark.py itself"),
@@ -105,3 +113,27 @@ def test_the_specs_written_in_the_docs_are_valid():
     assert blocks, "the docs hold no spec"
     for name, block in blocks:
         check_spec(json.loads(block), name)
+
+
+def test_nan_and_infinity_in_the_json_are_refused(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SPEC).replace('"max_se": 0.01', '"max_se": NaN'))
+    res = subprocess.run([sys.executable, str(CODE / "benchmark.py"), "--spec", str(path),
+                          "--out", str(tmp_path / "out"), "--status"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"error: --spec {path}: not valid JSON (NaN is not a number a spec may hold, line 1)")
+
+
+def test_rows_scored_on_different_cases_are_one_line():
+    import cogrnet.benchmark as benchmark
+
+    def row(name, method, case):
+        return {"name": name, "method": method, "seeds": [
+            {"seed": s, "case_dice": {case: 0.5}, "case_dice_teacher": {case: 0.6}}
+            for s in (1, 2)]}
+
+    results = [row("cog", "cogrnet", "x"), row("sup", "sup", "y")]
+    with pytest.raises(ConfigError, match="^comparison cog − sup: the two rows share no scored "
+                                          "case$"):
+        benchmark.compare_rows(SPEC, results)

@@ -259,6 +259,13 @@ def test_a_last_pth_without_a_run_state_is_refused_in_one_line(phantom_root, ref
         before = tree_digest(run)
         assert_one_line_error(call(TRAIN, argv), str(last), message)
         assert tree_digest(run) == before
+    fields = {k: ckpt[k] for k in ("config", "iteration", "rng", "extra")}
+    atomic_torch_save(make_checkpoint(ckpt["model"], stage="bogus", ema_state=ckpt["ema"],
+                                      optimizer_state=ckpt["optimizer"], **fields), last)
+    before = tree_digest(run)
+    assert_one_line_error(call(TRAIN, argv), str(last), "stage 'bogus' is not a stage of "
+                          "method cogrnet")
+    assert tree_digest(run) == before
 
 
 # ------------------------------------------------------------------------- dead workers

@@ -250,7 +250,7 @@ def test_paired_difference_by_hand():
 
 
 def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
-    spec = _spec(tmp_path, headline="teacher", max_se=0.012,
+    spec = _spec(tmp_path, headline="teacher", max_se=0.012, seeds=[1, 2],
                  comparisons=[{"a": "cog", "b": "sup", "target": 0.0},
                               {"a": "sup", "b": "cog", "target": None}])
     cases = ["c08", "c09", "c10", "c11"]
@@ -282,6 +282,10 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     assert (tmp_path / "out" / "comparisons.png").stat().st_size > 0
     first = benchmark.compare_rows(spec, results)[0]
     assert first.cases == pytest.approx({c: 0.11 for c in cases}) and first.verdict == "missed"
+    # a seed run beyond the plan (99) stays out of the pre-registered comparison
+    extra = [dict(results[0], seeds=results[0]["seeds"] + [run(99, 0.10)]), results[1]]
+    again = benchmark.compare_rows(spec, extra)[0]
+    assert again.diff == first.diff and again.verdict == "missed"
     spec["seeds"] = [1, 2, 3]  # planned seeds not all run yet: no verdict
     benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
     table = (tmp_path / "out" / "results.md").read_text()

@@ -61,11 +61,25 @@ def writable_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+def stdout_closed() -> bool:
+    """Whether the reader of stdout went away (``| head`` ended): its pipe reports an
+    error to ``poll``; ``False`` for a file, a terminal or where that cannot be told."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; turn a :class:`CoGRNetError` (and an ``OSError`` of a failed
     write, :data:`WRITE_ERRNOS`) into ``error: <message>`` on stderr and exit status 2; a
-    closed stdout (``| head``) ends it quietly with 141, as a shell tool. ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
+    closed stdout (``| head``) ends it quietly with 141, as a shell tool (a broken pipe of
+    anything else is raised). ``--debug`` anywhere in ``argv`` re-raises with the traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
@@ -76,8 +90,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:
+        if not stdout_closed():  # another pipe (a worker's, a socket): a real failure
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
         return 141
     except OSError as err:  # a write no writer of this project turned into a WriteError
         if err.errno not in WRITE_ERRNOS:

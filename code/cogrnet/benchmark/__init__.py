@@ -115,6 +115,11 @@ def row_args(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     return {**spec.get("common", {}), **row.get("args", {})}
 
 
+def row_method(spec: dict[str, Any], row: dict[str, Any]) -> str:
+    """The method a row trains (its own ``args``, else ``common``, else train.py's default)."""
+    return row_args(spec, row).get("method", "cogrnet")
+
+
 def uses_coarse(spec: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
     """Whether some of ``rows`` trains on the registration's output (``label_source``
     coarse, or slices: the two annotated slices it stores)."""
@@ -156,7 +161,7 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
         if checkpoint != "last.pth":
             raise ConfigError(f"{name}: scores {checkpoint}, chosen on its validation list, "
                               f"which holds scored cases (list '{split}'); score last.pth")
-        method = method_class(args.get("method", "cogrnet"))
+        method = method_class(row_method(spec, row))
         if method.two_stage and args.get("handover", "best") != "last":
             raise ConfigError(f"{name}: self-training would start from the pre-training "
                               "checkpoint chosen on a validation list that holds scored cases "
@@ -598,15 +603,20 @@ def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
     return running + f"iteration {done} of {total}", min(done / max(total, 1), 1.0)
 
 
-def print_status(results: list[dict[str, Any]], pending: list[tuple]) -> None:
+def print_status(pending: list[tuple], scope: str = "the table") -> None:
     """For each pending (row, seed): its state (:func:`run_progress`) and the minutes left
-    at its row's measured wall time (mean over its finished seeds); then the total."""
-    minutes_left, measured, unmeasured = 0.0, 0, set()
+    at its row's measured wall time (the mean over its finished seeds that ran in one go:
+    a resumed one's time covers only its last part); then the total for ``scope``."""
+    minutes_left, measured, scoring, unmeasured = 0.0, 0, 0, set()
     width = max((len(p[2]) for p in pending), default=0)
     for entry, seed, exp, _, _, run_dir in pending:
         state, done = run_progress(run_dir, entry["method"])
-        walls = [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds")]
-        if walls:
+        walls = [s["seconds"] / 60 for s in entry["seeds"]
+                 if s.get("seconds") and not s.get("resumed")]
+        if done >= 1.0:
+            scoring += 1
+            estimate = "its scoring left"
+        elif walls:
             left = float(np.mean(walls)) * (1.0 - done)
             minutes_left, measured = minutes_left + left, measured + 1
             estimate = f"about {left:.0f} min left"
@@ -614,15 +624,19 @@ def print_status(results: list[dict[str, Any]], pending: list[tuple]) -> None:
             unmeasured.add(entry["name"])
             estimate = "no measured run of its row yet"
         print(f"{exp:<{width}}  {state}; {estimate}")
+    if not pending:
+        print(f"nothing left to run in {scope}")
+        return
     parts = []
     if measured:
         parts.append(f"{measured} of them about {minutes_left / 60:.1f} h at their rows' "
                      "measured wall times (one after another; divide by the runs side by side)")
     if unmeasured:
-        parts.append(f"{len(pending) - measured} of rows without a measured run yet "
+        parts.append(f"{len(pending) - measured - scoring} of rows without a measured run yet "
                      f"({', '.join(sorted(unmeasured))})")
-    print(f"{len(pending)} run(s) to go" + (": " + "; ".join(parts) if parts else
-                                            ": the table is complete"))
+    if scoring:
+        parts.append(f"{scoring} trained, their scoring left")
+    print(f"{len(pending)} run(s) to go in {scope}: " + "; ".join(parts))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -736,7 +750,7 @@ def table_state(spec: dict[str, Any], selected: set[str], seeds: list[int] | Non
     default_seeds = spec.get("seeds", [1337])
     results, pending = [], []
     for row in spec["rows"]:
-        entry = {"name": row["name"], "method": row.get("args", {}).get("method", "cogrnet"),
+        entry = {"name": row["name"], "method": row_method(spec, row),
                  "seeds": []}
         results.append(entry)
         planned = row.get("seeds", default_seeds)  # a row's own seeds, else the spec's
@@ -764,9 +778,9 @@ def main(argv=None) -> int:
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
     if a.status:
         with contextlib.redirect_stdout(io.StringIO()):  # the per-run lines of the scan
-            results, pending = table_state(spec, {r["name"] for r in rows}, a.seeds,
-                                           model_dir, known_results(out, a.collect), False)
-        print_status(results, pending)
+            _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
+                                     known_results(out, a.collect), False)
+        print_status(pending, "the selected rows" if a.rows else "the table")
         return 0
     ensure_registration(spec, rows, out, run=a.collect is None)
     if a.collect is None:  # a table that runs something keeps its scored list untouched

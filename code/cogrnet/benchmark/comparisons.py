@@ -30,9 +30,10 @@ def scores(result: dict[str, Any], which: str) -> tuple[dict[str, float] | None,
 @dataclass(frozen=True)
 class Comparison:
     """One of a spec's ``comparisons``, as far as its rows are run: ``a - b`` with the
-    pre-registered ``margin`` (``None``: secondary), the seeds run (``seeds``) and planned
-    (``planned``) of each row, and, once both have a run, the paired difference ``diff`` of
-    their headline models with its per-case differences ``cases``."""
+    pre-registered ``margin`` (``None``: secondary), the planned seeds scored case by case
+    (``seeds``) and planned (``planned``) of each row, and, once both have a run, the
+    paired difference ``diff`` of their headline models with its per-case differences
+    ``cases``."""
 
     a: str
     b: str
@@ -74,25 +75,32 @@ def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Co
     teacher_first = spec.get("headline") == "teacher"
     by_name = {r["name"]: r for r in results}
 
-    def planned(name: str) -> int:
+    def planned(name: str) -> list[int]:
         row = next(r for r in spec["rows"] if r["name"] == name)
-        return len(row.get("seeds", spec.get("seeds", [1337])))
+        return row.get("seeds", spec.get("seeds", [1337]))
 
     def runs(name: str) -> list[dict[str, float]]:
+        """The per-case Dice of the row's headline model, one per planned seed that has
+        it: a seed run beyond the plan never enters a pre-registered comparison."""
         r = by_name.get(name)
         if r is None:
             raise ConfigError(f"comparison names row '{name}', which the spec does not have")
         key = headline(r["seeds"][0], r["method"], teacher_first) if r["seeds"] else ""
-        return [c for c in (scores(s, key)[1] for s in r["seeds"]) if c]
+        wanted = set(planned(name))
+        return [c for c in (scores(s, key)[1] for s in r["seeds"] if s["seed"] in wanted) if c]
 
     out = []
     for c in spec.get("comparisons") or []:
         a, b = runs(c["a"]), runs(c["b"])
-        both = bool(a and b)
+        diff, cases = None, {}
+        if a and b:
+            try:
+                diff, cases = paired_difference(a, b), case_differences(a, b)
+            except ValueError as err:
+                raise ConfigError(f"comparison {c['a']} − {c['b']}: {err}") from None
         out.append(Comparison(c["a"], c["b"], c.get("target"), spec.get("max_se"),
-                              (len(a), len(b)), (planned(c["a"]), planned(c["b"])),
-                              paired_difference(a, b) if both else None,
-                              case_differences(a, b) if both else {}))
+                              (len(a), len(b)), (len(planned(c["a"])), len(planned(c["b"]))),
+                              diff, cases))
     return out
 
 

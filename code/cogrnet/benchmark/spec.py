@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ REGISTRATION_KEYS: dict[str, tuple[type, ...]] = {"out_dir": (str,), "args": (di
                                                   "command": (str,)}
 HEADLINES = ("student", "teacher")
 #: flags benchmark.py gives each command itself
-OWN_FLAGS = {"train": {"seed", "exp", "out_root", "no_progress", "coarse_dir"},
-             "test": {"checkpoint", "out_dir", "no_progress"}, "registration": {"out_dir"}}
+OWN_FLAGS = {"train": {"seed", "exp", "out_root", "no_progress", "coarse_dir", "resume",
+                       "overwrite"},
+             "test": {"checkpoint", "out_dir", "no_progress", "ema", "pred_dir"},
+             "registration": {"out_dir"}}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -55,11 +58,16 @@ def read_spec(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--spec {path}: file not found")
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(), parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise ConfigError(f"--spec {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     check_spec(spec, f"--spec {path}")
     return spec
+
+
+def _no_constant(name: str) -> Any:
+    """JSON's non-standard NaN / Infinity: refused (a NaN target or max_se is never met)."""
+    raise json.JSONDecodeError(f"{name} is not a number a spec may hold", name, 0)
 
 
 def _check_keys(obj: Any, keys: dict[str, tuple[type, ...]], where: str,
@@ -79,6 +87,8 @@ def _check_keys(obj: Any, keys: dict[str, tuple[type, ...]], where: str,
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = " or ".join("null" if t is _NONE else t.__name__ for t in types)
             raise ConfigError(f"{where}: '{key}' must be {names}, not {json.dumps(value)[:60]}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: '{key}' must be a finite number, not {value}")
 
 
 def _check_seeds(seeds: list[Any], where: str) -> None:
@@ -117,20 +127,34 @@ def check_spec(spec: Any, where: str) -> None:
     if spec.get("headline", "student") not in HEADLINES:
         raise ConfigError(f"{where}: headline '{spec['headline']}' is not one of "
                           f"{', '.join(HEADLINES)}")
-    if not spec.get("checkpoint", ".pth").endswith(".pth"):
-        raise ConfigError(f"{where}: checkpoint '{spec['checkpoint']}' is not a .pth file name")
+    checkpoint = spec.get("checkpoint", "last.pth")
+    if not checkpoint.endswith(".pth") or not _NAME.match(checkpoint):
+        raise ConfigError(f"{where}: checkpoint '{checkpoint}' is not the name of a .pth file "
+                          "in the run folder")
     if spec.get("max_se") is not None and spec["max_se"] <= 0:
         raise ConfigError(f"{where}: max_se must be positive")
     for i, c in enumerate(spec.get("comparisons") or []):
-        _check_keys(c, COMPARISON_KEYS, f"{where}: comparisons[{i}]", required=("a", "b"))
-        for side in ("a", "b"):
-            if c[side] not in names:
-                raise ConfigError(f"{where}: comparisons[{i}] names row '{c[side]}', which "
-                                  "the spec does not have")
+        _check_comparison(spec, c, names, f"{where}: comparisons[{i}]")
     if "registration" in spec:
         _check_keys(spec["registration"], REGISTRATION_KEYS, f"{where}: registration",
                     required=("out_dir", "args"))
     _check_flags(spec, where)
+
+
+def _check_comparison(spec: dict[str, Any], c: Any, names: set[str], where: str) -> None:
+    """A comparison names two rows; a primary one under ``max_se`` needs at least two
+    planned seeds of each (with one, the seeds' part of its standard error is unknown)."""
+    _check_keys(c, COMPARISON_KEYS, where, required=("a", "b"))
+    for side in ("a", "b"):
+        if c[side] not in names:
+            raise ConfigError(f"{where} names row '{c[side]}', which the spec does not have")
+    if c.get("target") is None or spec.get("max_se") is None:
+        return
+    for side in ("a", "b"):
+        row = next(r for r in spec["rows"] if r["name"] == c[side])
+        if len(row.get("seeds", spec.get("seeds", [1337]))) < 2:
+            raise ConfigError(f"{where}: row '{c[side]}' plans one seed: its standard error "
+                              "is unknown, so max_se can never be met (plan two or more)")
 
 
 def _script_options(script: str) -> set[str]:

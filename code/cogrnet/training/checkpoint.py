@@ -50,15 +50,27 @@ def _damaged(err: DataError, last: Path, previous: Path) -> DataError:
                      "continues from it")
 
 
-def _check_run_state(path: Path, ckpt: dict[str, Any], stages: Sequence[Stage]) -> None:
+def _stage_of(path: Path, name: str, stages: Sequence[Stage], method: str) -> Stage:
+    """The stage ``name`` a checkpoint (``path``) was written in, one of ``stages``."""
+    stage = next((s for s in stages if s.name == name), None)
+    if stage is None:
+        raise DataError(f"{path}: stage '{name}' is not a stage of method {method}")
+    return stage
+
+
+def _check_run_state(path: Path, ckpt: dict[str, Any], stages: Sequence[Stage],
+                     method: str) -> None:
     """``ckpt`` (read from ``path``) must hold a run's state: the optimizer, iteration,
-    stage and method state, and the teacher when its stage (one of ``stages``) has one."""
+    stage (one of ``stages``, when given) and method state, and the teacher when its stage
+    has one."""
     missing = [k for k in RUN_STATE_KEYS if ckpt.get(k) is None]
     if missing:
         raise DataError(f"{path}: cannot resume from this checkpoint: it lacks "
                         f"{', '.join(missing)} (only a run's last.pth holds a run's state)")
-    stage = next((s for s in stages if s.name == ckpt["stage"]), None)
-    if stage is not None and stage.teacher and ckpt.get("ema") is None:
+    if not stages:
+        return
+    stage = _stage_of(path, ckpt["stage"], stages, method)
+    if stage.teacher and ckpt.get("ema") is None:
         raise DataError(f"{path}: cannot resume stage '{stage.name}': the checkpoint holds "
                         "no teacher (ema) weights")
 
@@ -96,7 +108,7 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
                           "to start over)")
-    _check_run_state(path, ckpt, stages)
+    _check_run_state(path, ckpt, stages, cfg.method)
 
 
 def save_run(run_dir: Path, name: str, run: RunState, config: dict[str, Any], stage: str,
@@ -125,10 +137,7 @@ def restore_run(path: Path, run: RunState, stages: Sequence[Stage], method: str,
     load_weights(run.student, ckpt["model"], path)
     run.iteration, run.resumed_stage = ckpt["iteration"], ckpt["stage"]
     run.method_state = ckpt["extra"].get("method_state", run.method_state)
-    stage = next((s for s in stages if s.name == run.resumed_stage), None)
-    if stage is None:
-        raise DataError(f"{path}: stage '{run.resumed_stage}' is not a stage of method "
-                        f"{method}")
+    stage = _stage_of(path, run.resumed_stage, stages, method)
     run.teacher = None
     if stage.teacher:
         run.teacher = make_teacher(run.student)
