@@ -243,3 +243,32 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()
+
+
+def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    """Two benchmark.py on one --out_dir, each running its rows: each table it writes reads
+    the finished runs again, so it holds the other's rows finished since it started."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.list").write_text("x1\nx2\n")
+    (lists / "test.list").write_text("t1\n")
+    spec = {"title": "t", "prefix": "b", "seeds": [1],
+            "common": {"dataset": "phantom", "root_path": str(lists), "val_list": "none"},
+            "rows": [{"name": "a", "args": {"method": "sup", "max_iteration": 2}},
+                     {"name": "c", "args": {"method": "sup", "max_iteration": 3}}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+
+    def fake_run_row(exp, train, test, run_dir, seed, log, env=None, test_teacher=False):
+        _fake_run(runs, spec, spec["rows"][0], 1)  # the other process finishes row a
+        _fake_run(runs, spec, spec["rows"][1], 1)  # this one, row c
+        return json.loads((run_dir / "bench_result.json").read_text())
+
+    monkeypatch.setattr(benchmark, "run_row", fake_run_row)
+    assert benchmark.main(["--spec", str(path), "--out", str(out), "--model_dir", str(runs),
+                           "--rows", "c"]) == 0
+    table = (out / "results.md").read_text()
+    assert "| a | sup | 1 |" in table and "| c | sup | 1 |" in table
+    recorded = json.loads((out / "results.json").read_text())["results"]
+    assert [len(r["seeds"]) for r in recorded] == [1, 1]

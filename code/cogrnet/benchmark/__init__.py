@@ -776,8 +776,16 @@ def main(argv=None) -> int:
     model_dir, out = Path(a.model_dir), Path(a.out)
     command = "python code/benchmark.py " + " ".join(
         shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
-    if a.status:
+
+    def finished() -> list[dict[str, Any]]:
+        """Every finished run, read again: those another benchmark.py on the same
+        ``--out_dir`` finished meanwhile too (its run folders, its results.json)."""
         with contextlib.redirect_stdout(io.StringIO()):  # the per-run lines of the scan
+            return table_state(spec, set(), a.seeds, model_dir,
+                               known_results(out, a.collect), True)[0]
+
+    if a.status:
+        with contextlib.redirect_stdout(io.StringIO()):
             _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
                                      known_results(out, a.collect), False)
         print_status(pending, "the selected rows" if a.rows else "the table")
@@ -785,11 +793,11 @@ def main(argv=None) -> int:
     ensure_registration(spec, rows, out, run=a.collect is None)
     if a.collect is None:  # a table that runs something keeps its scored list untouched
         check_isolation(spec, rows, f"--spec {spec_path}")
-    results, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
-                                   known_results(out, a.collect), a.collect is not None)
+    _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
+                             known_results(out, a.collect), a.collect is not None)
     run_pending(pending, sorted({p[1] for p in pending}), a.jobs,
-                lambda: write_outputs(spec, results, out, command), out,
+                lambda: write_outputs(spec, finished(), out, command), out,
                 bool(spec.get("test_teacher")) or spec.get("headline") == "teacher")
-    write_outputs(spec, results, out, command)
+    write_outputs(spec, finished(), out, command)
     print(f"wrote {out / 'results.md'}")
     return 0
