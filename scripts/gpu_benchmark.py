@@ -410,16 +410,19 @@ def _tail(path: Path, n: int = 1500) -> str:
 
 
 def merge_tables(spec: dict[str, Any], outs: list[Path]) -> dict[str, Any]:
-    """One ``results.json``-shaped table from the per-seed ``results.json`` files."""
-    seeds: dict[str, list[dict[str, Any]]] = {r["name"]: [] for r in spec["rows"]}
+    """One ``results.json``-shaped table from the per-seed ``results.json`` files (a run
+    that several of them record, each process seeing the shared run folders, counts once)."""
+    seeds: dict[str, dict[int, dict[str, Any]]] = {r["name"]: {} for r in spec["rows"]}
     for out in outs:
         path = out / "results.json"
         if path.is_file():
             for r in json.loads(path.read_text())["results"]:
-                seeds.setdefault(r["name"], []).extend(r["seeds"])
+                for s in r["seeds"]:
+                    seeds.setdefault(r["name"], {}).setdefault(s["seed"], s)
     return {"spec": spec, "results": [
         {"name": r["name"], "method": row_method(spec, r),
-         "seeds": sorted(seeds[r["name"]], key=lambda s: s["seed"])} for r in spec["rows"]]}
+         "seeds": [seeds[r["name"]][k] for k in sorted(seeds[r["name"]])]}
+        for r in spec["rows"]]}
 
 
 @dataclass

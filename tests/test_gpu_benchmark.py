@@ -129,3 +129,19 @@ def test_smoke_spec_keeps_the_rows_and_shrinks_the_runs(tmp_path):
         assert {k: v for k, v in row["args"].items() if "iteration" not in k
                 and k != "uamt_passes"} == {k: v for k, v in big["args"].items()
                                             if "iteration" not in k}
+
+
+def test_merge_tables_counts_a_run_that_several_seed_tables_record_once(tmp_path):
+    """Each per-seed benchmark.py sees the shared run folders, so its results.json may
+    record the other seeds' runs too: the merged table holds each (row, seed) once."""
+    spec = {"prefix": "p", "rows": [{"name": "r", "args": {"method": "sup"}}]}
+    outs = []
+    for k, seeds in enumerate(([1], [1, 2])):
+        out = tmp_path / f"seed{k}"
+        out.mkdir()
+        (out / "results.json").write_text(json.dumps({"spec": spec, "results": [
+            {"name": "r", "method": "sup", "seeds": [{"seed": s} for s in seeds]}]}))
+        outs.append(out)
+    merged = gb.merge_tables(spec, outs)
+    assert merged["results"] == [{"name": "r", "method": "sup", "seeds": [{"seed": 1},
+                                                                         {"seed": 2}]}]
