@@ -55,6 +55,7 @@ import torch  # noqa: E402
 
 from cogrnet.benchmark import (registration_command, row_commands, row_method,  # noqa: E402
                                selected_rows, uses_coarse)
+from cogrnet.benchmark.spec import read_spec  # noqa: E402
 from cogrnet.errors import ConfigError, DataError, run_cli  # noqa: E402
 from cogrnet.fileio import read_jsonl, write_json_atomic  # noqa: E402
 from cogrnet.train_config import TrainConfig  # noqa: E402
@@ -347,6 +348,7 @@ def smoke_spec(spec: dict[str, Any], root: str, work: Path, seeds: list[int]) ->
     return {"title": f"{spec.get('title', 'benchmark')} (--smoke: phantoms, CPU)",
             "prefix": "smoke", "seeds": seeds,
             "checkpoint": spec.get("checkpoint", "last.pth"),
+            "headline": spec.get("headline", "student"),
             "test_teacher": spec.get("test_teacher", False), "common": common,
             "registration": {"out_dir": str(work / "coarse"),
                              "args": {"dataset": "phantom", "root_path": root, "split": "train",
@@ -589,9 +591,14 @@ def prepare(a: argparse.Namespace) -> int:
     if not (coarse / "summary.json").is_file():
         raise ConfigError(f"--coarse_source {coarse}: no summary.json (run the CPU benchmark's "
                           "registration first)")
-    shutil.copytree(coarse, GPU_DATA / "coarse", dirs_exist_ok=True)
+    registration = read_spec(Path(a.spec)).get("registration")
+    if not registration:
+        raise ConfigError(f"--spec {a.spec}: no registration block (where its coarse labels go)")
+    dest = REPO / registration["out_dir"]  # where the spec's rows read them
+    shutil.rmtree(dest, ignore_errors=True)  # another table's coarse labels never mix in
+    shutil.copytree(coarse, dest)
     sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-             for p in (GPU_DATA / "LA_half16", GPU_DATA / "LA_full16", GPU_DATA / "coarse",
+             for p in (GPU_DATA / "LA_half16", GPU_DATA / "LA_full16", dest,
                        REPO / ".whl") if p.exists()}
     tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
                               "--exclude-standard"], cwd=REPO, capture_output=True,
@@ -756,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--device {a.device}: no CUDA device here; use --smoke on a CPU")
     out, work = work_folders(a)
     spec_path = Path(a.spec)
-    spec = json.loads(spec_path.read_text())
+    spec = read_spec(spec_path)
     if a.smoke:
         spec, spec_path = smoke_setup(a, spec, work)
     report: dict[str, Any] = {"command": "python3 scripts/gpu_benchmark.py " + " ".join(

@@ -77,13 +77,15 @@ def test_collect_names_a_bad_report_in_one_line(tmp_path):
         assert "Traceback" not in res.stderr
 
 
-def test_gpu_spec_holds_the_cpu_rows_on_cuda(tmp_path):
+@pytest.mark.parametrize("cpu_name, gpu_name", [("la_half_cpu", "la_half_gpu"),
+                                               ("la_half_verdict", "la_half_verdict_gpu")])
+def test_gpu_spec_holds_the_cpu_rows_on_cuda(tmp_path, cpu_name, gpu_name):
     from cogrnet.benchmark import row_commands
 
     from cogrnet.training.config import parse_config
 
-    cpu = json.loads((REPO / "benchmarks" / "la_half_cpu.json").read_text())
-    gpu = json.loads((REPO / "benchmarks" / "la_half_gpu.json").read_text())
+    cpu = json.loads((REPO / "benchmarks" / f"{cpu_name}.json").read_text())
+    gpu = json.loads((REPO / "benchmarks" / f"{gpu_name}.json").read_text())
     same = set(cpu) - {"title", "notes", "prefix", "seeds", "common", "registration"}
     assert "rows" in same and {k: gpu.get(k) for k in same} == {k: cpu[k] for k in same}
     changed = {k for k in set(cpu["common"]) | set(gpu["common"])
@@ -95,7 +97,8 @@ def test_gpu_spec_holds_the_cpu_rows_on_cuda(tmp_path):
         cfg = parse_config(train[2:])
         assert cfg.device == "cuda" and cfg.method == row["args"]["method"]
         assert cfg.coarse_dir == (gpu["registration"]["out_dir"]
-                                     if row["args"]["label_source"] == "coarse" else None)
+                                  if row["args"]["label_source"] in ("coarse", "slices")
+                                  else None)
 
 
 def test_progress_projection_and_the_seed_to_stop(tmp_path):
