@@ -216,7 +216,8 @@ def add_sliding_window(p: argparse._ActionsContainer, stride_xy: str, stride_z: 
 
 
 def option_strings(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Every option string of ``p`` -> its action (the tests' view of a parser)."""
+    """Every option string of ``p`` -> its action (how the tests and the benchmark spec
+    checker read a parser)."""
     return {s: a for a in p._actions for s in a.option_strings}
 
 

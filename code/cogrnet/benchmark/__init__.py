@@ -306,7 +306,7 @@ def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]
     for r in results:
         if not r["seeds"]:
             continue
-        key = headline(r["seeds"][0], r["method"], teacher_first)
+        key = headline(r["method"], teacher_first)
         heads = [scores(s, key)[0] for s in r["seeds"]]
         scored = [h for h in heads if h]
         cells = [_summary([h[m] for h in scored]) for m in METRIC_NAMES]

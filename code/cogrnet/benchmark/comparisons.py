@@ -13,8 +13,8 @@ from cogrnet.evaluation.compare import PairedDifference, case_differences, paire
 from cogrnet.methods.registry import has_teacher
 
 
-def headline(result: dict[str, Any], method: str, teacher_first: bool) -> str:
-    """The key of a run's headline scores: ``"teacher"`` for a teacher method's run when the
+def headline(method: str, teacher_first: bool) -> str:
+    """The key of a row's headline scores: ``"teacher"`` for a teacher method's run when the
     spec's headline is the teacher (its scores ``mean_teacher`` / ``case_dice_teacher``),
     else ``""`` (``mean`` / ``case_dice``: the student, or the only model)."""
     return "teacher" if teacher_first and has_teacher(method) else ""
@@ -83,7 +83,7 @@ def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Co
         """The per-case Dice of the row's headline model, one per planned seed that has
         it: a seed run beyond the plan never enters a pre-registered comparison."""
         r = by_name[name]  # the spec's rows (cogrnet.benchmark.spec checked the names)
-        key = headline(r["seeds"][0], r["method"], teacher_first) if r["seeds"] else ""
+        key = headline(r["method"], teacher_first)
         wanted = set(planned(name))
         return [c for c in (scores(s, key)[1] for s in r["seeds"] if s["seed"] in wanted) if c]
 

@@ -31,9 +31,9 @@ def seed_label(name: str, with_cases: int, seeds: int) -> str:
     return f"{name} ({counted} seed{'s' * (seeds > 1)})"
 
 
-def _case_keys(result: dict[str, Any], method: str, teacher_first: bool) -> tuple[str, str]:
+def _case_keys(method: str, teacher_first: bool) -> tuple[str, str]:
     """``(headline, other)``: the keys of a run's per-case Dice drawn filled and open."""
-    if headline(result, method, teacher_first) == "teacher":
+    if headline(method, teacher_first) == "teacher":
         return "case_dice_teacher", "case_dice"
     return "case_dice", "case_dice_teacher"
 
@@ -54,7 +54,7 @@ def plot_case_dice(results: list[dict[str, Any]], path: Path,
     for k, r in enumerate(results):
         x = np.arange(len(ids)) - 0.4 + width * (k + 0.5)
         colour = colours(k % colours.N)
-        main, other = _case_keys(r["seeds"][0], r["method"], teacher_first)
+        main, other = _case_keys(r["method"], teacher_first)
         for key, filled in ((main, True), (other, False)):
             runs = [s[key] for s in r["seeds"] if s.get(key)]
             if not runs:

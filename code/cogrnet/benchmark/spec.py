@@ -21,15 +21,14 @@ Keys (``*``: required):
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
+from cogrnet.cli import option_strings
 from cogrnet.errors import ConfigError
-from cogrnet.presets import REPO_ROOT
 
 _NONE = type(None)
 _NUMBER = (int, float)
@@ -158,17 +157,14 @@ def _check_comparison(spec: dict[str, Any], c: Any, names: set[str], where: str)
 
 
 def _script_options(script: str) -> set[str]:
-    """The long options (without dashes) of ``code/<script>``'s ``build_parser()``."""
+    """The long options (without dashes) of ``code/<script>``'s parser."""
     if script == "train.py":
         from cogrnet.training.config import build_parser
+    elif script == "test.py":
+        from cogrnet.evaluation.run import build_parser
     else:
-        path = REPO_ROOT / "code" / script
-        loaded = importlib.util.spec_from_file_location(f"_options_{path.stem}", path)
-        module = importlib.util.module_from_spec(loaded)
-        loaded.loader.exec_module(module)  # a script of this repository: defines, runs nothing
-        build_parser = module.build_parser
-    return {opt[2:] for action in build_parser()._actions for opt in action.option_strings
-            if opt.startswith("--")}
+        from cogrnet.prepare.registration import build_parser
+    return {opt[2:] for opt in option_strings(build_parser()) if opt.startswith("--")}
 
 
 def _check_flags(spec: dict[str, Any], where: str) -> None:

@@ -2,6 +2,7 @@
 :func:`evaluate_split`, the library behind ``code/test.py``."""
 from __future__ import annotations
 
+import argparse
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..cli import (add_dataset, add_lists_dir, add_out_dir, add_root_path, add_run_switches,
+                   add_sliding_window, parser)
 from ..data.dataset import Case, CaseStore, find_list
 from ..data.nifti import MASK_SUFFIX, read_prediction, write_prediction
 from ..errors import ConfigError, DataError
@@ -220,3 +223,42 @@ def evaluate_split(root_path: str | Path | None, split: str = "test",
                                   catch_errors=True, progress=progress)
         summary = write_report(rows, out, report)
         return EvaluationResult(rows, summary, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``code/test.py`` (one place: the script and the benchmark spec checker
+    read them here)."""
+    p = parser("Sliding-window evaluation of a CoGRNet checkpoint on a dataset split.")
+    add_root_path(p, "dataset root (h5 cases and lists) (default: the dataset preset's, e.g. "
+                     "data/LA)")
+    p.add_argument("--split", default="test", help="split name (test, val, ...) or list file")
+    add_lists_dir(p, "folder with <split>.list when it is not under --root_path (default: the "
+                     "dataset preset's)")
+    add_dataset(p, "dataset preset (la, kits, lits, phantom, custom); default: the "
+                   "checkpoint's, else custom for a root made by code/import_dataset.py, "
+                   "else la")
+    p.add_argument("--checkpoint", default=None, help="checkpoint .pth (not with --pred_dir)")
+    p.add_argument("--pred_dir", default=None,
+                   help="evaluate saved DIR/<ID>.nii.gz (as --save_nifti writes them) or "
+                        "DIR/<ID>_mask.nii.gz (as predict.py does) against the labels, with "
+                        "no model")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA teacher's weights")
+    add_sliding_window(
+        p, stride_xy="in-plane stride in voxels (default: the checkpoint's, else the preset's: "
+                     "18 for LA)",
+        stride_z="stride on axis 2 in voxels (default: the checkpoint's, else the preset's: 4 "
+                 "for LA)",
+        overlap="fast protocol: window overlap fraction in [0,1); overrides strides")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
+                   help="voxel size in mm of the (X, Y, Z) axes: also report HD95/ASD in mm "
+                        "(LA: 0.625 0.625 0.625); default: each case's own, when its file "
+                        "records one (code/import_dataset.py, code/preprocess.py)")
+    p.add_argument("--save_nifti", action="store_true",
+                   help="write <out_dir>/pred/<ID>.nii.gz on the case's grid (readable by "
+                        "--pred_dir)")
+    p.add_argument("--save_png", action="store_true",
+                   help="write <out_dir>/png/<ID>.png: three slices with contours")
+    add_out_dir(p, default=None, help="output folder (default: <checkpoint dir>/test_<split>, or "
+                        "<pred_dir>/eval_<split>)")
+    add_run_switches(p)
+    return p
