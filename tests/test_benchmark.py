@@ -223,10 +223,10 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
                                 "4", "of", "10;", "about", "1", "min", "left"]  # 60 s x 0.6
     assert lines[1].split()[:3] == ["b_a_s3", "not", "started;"] and "about 1 min" in lines[1]
     assert lines[2].split()[:5] == ["b_c_s1", "iteration", "5", "of", "10;"]
-    assert "no measured run of its row yet" in lines[2]
+    assert "no measured run of its row or of its method yet" in lines[2]
     assert lines[3] == ("3 run(s) to go in the table: 2 of them about 0.0 h at their rows' "
                         "measured wall times (one after another; divide by the runs side by "
-                        "side); 1 of rows without a measured run yet (c)")
+                        "side); 1 of rows without a measured run of their method yet (c)")
     (runs / "b_c_s1" / benchmark.TRAINED).write_text("{}")  # trained, its test to come
     res = subprocess.run(base + ["--status", "--rows", "c"], capture_output=True, text=True,
                          timeout=120)
@@ -239,10 +239,32 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     (runs / "b_a_s1" / "bench_result.json").write_text(json.dumps(dict(record, resumed=True)))
     res = subprocess.run(base + ["--status", "--rows", "a"], capture_output=True, text=True,
                          timeout=120)
-    assert "no measured run of its row yet" in res.stdout.splitlines()[0]
+    assert "no measured run of its row or of its method yet" in res.stdout.splitlines()[0]
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()
+
+
+def test_status_estimates_a_row_not_measured_yet_at_a_row_of_its_method(tmp_path, capsys):
+    """A row with no run in one go yet takes the wall time of a measured row of the same
+    method, and says so; a resumed seed is no measure; without such a row, no estimate."""
+    measured = {"name": "mt_coarse", "method": "mt",
+                "seeds": [{"seconds": 600.0}, {"seconds": 60.0, "resumed": True}]}
+    twin = {"name": "mt_slices", "method": "mt", "seeds": []}
+    alone = {"name": "uamt", "method": "uamt", "seeds": []}
+    rows = [measured, twin, alone]
+    pending = [(e, 1, f"x_{e['name']}_s1", [], [], tmp_path / e["name"]) for e in (twin, alone)]
+    benchmark.print_status(pending, rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("not started; about 10 min left at mt_coarse's time (same method; "
+                             "its row has none yet)")
+    assert lines[1].endswith("no measured run of its row or of its method yet")
+    assert lines[2] == ("2 run(s) to go in the table: 1 of them about 0.2 h at their rows' "
+                        "measured wall times (mt_slices at mt_coarse's) (one after another; "
+                        "divide by the runs side by side); 1 of rows without a measured run "
+                        "of their method yet (uamt)")
+    benchmark.print_status(pending[:1], [dict(measured, seeds=measured["seeds"][1:]), twin])
+    assert "no measured run of its row or of its method yet" in capsys.readouterr().out
 
 
 def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path, monkeypatch):

@@ -599,37 +599,63 @@ def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
     return running + f"iteration {done} of {total}", min(done / max(total, 1), 1.0)
 
 
-def print_status(pending: list[tuple], scope: str = "the table") -> None:
+def _wall_minutes(entry: dict[str, Any]) -> list[float]:
+    """The wall times (min) of a row's finished seeds that ran in one go (a resumed one's
+    time covers only its last part)."""
+    return [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds") and not s.get("resumed")]
+
+
+def _row_minutes(entry: dict[str, Any], rows: list[dict[str, Any]]
+                 ) -> tuple[float | None, str | None]:
+    """``(minutes, proxy)``: a run's wall time at its row's measured time (``proxy`` None),
+    else at the first row of the same method that has one (``proxy``: that row's name),
+    else ``(None, None)``."""
+    if walls := _wall_minutes(entry):
+        return float(np.mean(walls)), None
+    for other in rows:
+        if other["method"] == entry["method"] and (walls := _wall_minutes(other)):
+            return float(np.mean(walls)), other["name"]
+    return None, None
+
+
+def print_status(pending: list[tuple], rows: list[dict[str, Any]],
+                 scope: str = "the table") -> None:
     """For each pending (row, seed): its state (:func:`run_progress`) and the minutes left
-    at its row's measured wall time (the mean over its finished seeds that ran in one go:
-    a resumed one's time covers only its last part); then the total for ``scope``."""
+    at its row's measured wall time (:func:`_row_minutes`; a row not measured yet: at the
+    time of a measured row of ``rows`` with the same method, said as such); then the total
+    for ``scope``."""
     minutes_left, measured, scoring, unmeasured = 0.0, 0, 0, set()
+    proxies: set[str] = set()
     width = max((len(p[2]) for p in pending), default=0)
     for entry, seed, exp, _, _, run_dir in pending:
         state, done = run_progress(run_dir, entry["method"])
-        walls = [s["seconds"] / 60 for s in entry["seeds"]
-                 if s.get("seconds") and not s.get("resumed")]
+        minutes, proxy = _row_minutes(entry, rows)
         if done >= 1.0:
             scoring += 1
             estimate = "its scoring left"
-        elif walls:
-            left = float(np.mean(walls)) * (1.0 - done)
+        elif minutes is not None:
+            left = minutes * (1.0 - done)
             minutes_left, measured = minutes_left + left, measured + 1
             estimate = f"about {left:.0f} min left"
+            if proxy is not None:
+                proxies.add(f"{entry['name']} at {proxy}'s")
+                estimate += f" at {proxy}'s time (same method; its row has none yet)"
         else:
             unmeasured.add(entry["name"])
-            estimate = "no measured run of its row yet"
+            estimate = "no measured run of its row or of its method yet"
         print(f"{exp:<{width}}  {state}; {estimate}")
     if not pending:
         print(f"nothing left to run in {scope}")
         return
     parts = []
     if measured:
+        at = f" ({'; '.join(sorted(proxies))})" if proxies else ""
         parts.append(f"{measured} of them about {minutes_left / 60:.1f} h at their rows' "
-                     "measured wall times (one after another; divide by the runs side by side)")
+                     f"measured wall times{at} (one after another; divide by the runs side "
+                     "by side)")
     if unmeasured:
-        parts.append(f"{len(pending) - measured - scoring} of rows without a measured run yet "
-                     f"({', '.join(sorted(unmeasured))})")
+        parts.append(f"{len(pending) - measured - scoring} of rows without a measured run of "
+                     f"their method yet ({', '.join(sorted(unmeasured))})")
     if scoring:
         parts.append(f"{scoring} trained, their scoring left")
     print(f"{len(pending)} run(s) to go in {scope}: " + "; ".join(parts))
@@ -657,7 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="run and write nothing: list the planned runs of the selected rows "
                         "not finished yet (running, part-trained, not started) with the time "
-                        "left at each row's measured wall time")
+                        "left at each row's measured wall time (a row with none yet: at a "
+                        "measured row's of the same method)")
     p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
                    help="run nothing: write the table of the runs already finished, adding "
                         "those recorded in the JSON files named (results.json files, or "
@@ -782,9 +809,9 @@ def main(argv=None) -> int:
 
     if a.status:
         with contextlib.redirect_stdout(io.StringIO()):
-            _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
-                                     known_results(out, a.collect), False)
-        print_status(pending, "the selected rows" if a.rows else "the table")
+            every, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
+                                         known_results(out, a.collect), False)
+        print_status(pending, every, "the selected rows" if a.rows else "the table")
         return 0
     ensure_registration(spec, rows, out, run=a.collect is None)
     if a.collect is None:  # a table that runs something keeps its scored list untouched
