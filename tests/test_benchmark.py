@@ -267,6 +267,21 @@ def test_status_estimates_a_row_not_measured_yet_at_a_row_of_its_method(tmp_path
     assert "no measured run of its row or of its method yet" in capsys.readouterr().out
 
 
+def test_wall_time_cell_leaves_out_resumed_seeds():
+    """A resumed seed's wall time covers only its last part: the row's wall time is the mean
+    of the seeds that ran in one go, starred; ``-*`` when every seed was resumed."""
+    mean = {m: 0.5 for m in ("dice", "jaccard", "hd95", "asd")}
+    row = {"name": "a", "method": "sup", "seeds": [
+        {"seed": 1, "seconds": 1200.0, "mean": mean},
+        {"seed": 2, "seconds": 60.0, "resumed": True, "mean": mean}]}
+    cells = benchmark._main_table([row], False)[2].split(" | ")
+    assert cells[-2] == "20.0*"
+    row["seeds"][0]["resumed"] = True
+    assert benchmark._main_table([row], False)[2].split(" | ")[-2] == "-*"
+    del row["seeds"][0]["resumed"], row["seeds"][1]["resumed"]
+    assert benchmark._main_table([row], False)[2].split(" | ")[-2] == "10.5"
+
+
 def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path, monkeypatch):
     """Two benchmark.py on one --out_dir, each running its rows: each table it writes reads
     the finished runs again, so it holds the other's rows finished since it started."""

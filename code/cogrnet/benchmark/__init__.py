@@ -296,6 +296,12 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _wall_minutes(entry: dict[str, Any]) -> list[float]:
+    """The wall times (min) of a row's finished seeds that ran in one go (a resumed one's
+    time covers only its last part)."""
+    return [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds") and not s.get("resumed")]
+
+
 def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]:
     """The table's rows: the headline model's metrics (module docs), the per-seed Dice, the
     other model's Dice and, for teacher-first tables, the teacher-student gap."""
@@ -313,12 +319,13 @@ def _main_table(results: list[dict[str, Any]], teacher_first: bool) -> list[str]
         if len(scored) < len(r["seeds"]):
             cells[0] += f" ({len(scored)} of {len(r['seeds'])})"
         per_seed = ", ".join(f"{h['dice']:.3f}" if h else "-" for h in heads)
-        wall = np.mean([s["seconds"] for s in r["seeds"]]) / 60
+        walls = _wall_minutes(r)
+        wall = f"{np.mean(walls):.1f}" if walls else "-"
         mark = "*" if any(s.get("resumed") for s in r["seeds"]) else ""
         dates = ", ".join(sorted({s.get("date", "not recorded") for s in r["seeds"]}))
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | " + " | ".join(cells)
                      + f" | {per_seed} | {_other_cells(r, key, teacher_first)} | "
-                     f"{wall:.1f}{mark} | {dates} |")
+                     f"{wall}{mark} | {dates} |")
     return lines
 
 
@@ -399,8 +406,9 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     lines += _main_table(results, teacher_first)
     missing = [r["name"] for r in results if not r["seeds"]]
     if any(s.get("resumed") for r in results for s in r["seeds"]):
-        lines += ["", "\\* resumed from a checkpoint: the wall time covers only the part after "
-                  "the resume."]
+        lines += ["", "\\* some seeds were resumed from a checkpoint (their wall time covers "
+                  "only the part after the resume): the wall time is the mean over the seeds "
+                  "that ran in one go (`-`: none did)."]
     if teacher_first:
         lines += ["", "Headline (pre-registered): a teacher method's EMA teacher, last weights "
                   "(`test.py --ema`); `sup` its last weights. *student Dice*: the same "
@@ -597,12 +605,6 @@ def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     done = max((r.get("iteration", 0) for r in rows), default=0)
     return running + f"iteration {done} of {total}", min(done / max(total, 1), 1.0)
-
-
-def _wall_minutes(entry: dict[str, Any]) -> list[float]:
-    """The wall times (min) of a row's finished seeds that ran in one go (a resumed one's
-    time covers only its last part)."""
-    return [s["seconds"] / 60 for s in entry["seeds"] if s.get("seconds") and not s.get("resumed")]
 
 
 def _row_minutes(entry: dict[str, Any], rows: list[dict[str, Any]]
