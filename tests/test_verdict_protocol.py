@@ -4,6 +4,7 @@ two-slices-only labels (an ignore mask), a scored list that no spec may train or
 and the paired statistics of the comparisons."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -276,16 +277,23 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     assert "| cog − sup | 4 | 2 / 2 | +0.1100 |" in table
     assert "| sup − cog | 4 | 2 / 2 | -0.1100 |" in table and "- (secondary)" in table
     # D clears the margin, but the seeds alone give SE = sqrt(.0004 + .0001) = .022 > .012
-    assert "| 0.0224 | 0.0000 | 0.0224 | D ≥ +0.00, SE ≤ 0.012 | missed |" in table
+    assert ("| 0.0224 | 0.0000 | 0.0224 | D ≥ +0.00, SE ≤ 0.012 | missed (SE 0.0224 > 0.012) |"
+            in table)
     # the picture of the comparisons, from the same numbers as the table
     assert "![paired comparisons](comparisons.png)" in table
     assert (tmp_path / "out" / "comparisons.png").stat().st_size > 0
     first = benchmark.compare_rows(spec, results)[0]
-    assert first.cases == pytest.approx({c: 0.11 for c in cases}) and first.verdict == "missed"
+    assert first.cases == pytest.approx({c: 0.11 for c in cases})
+    assert first.verdict == "missed (SE 0.0224 > 0.012)"
+    # D short of the margin too: both parts named; with max_se met: D's alone; then met
+    both = dataclasses.replace(first, margin=0.2)
+    assert both.verdict == "missed (D +0.1100 < +0.20; SE 0.0224 > 0.012)"
+    assert dataclasses.replace(both, max_se=0.03).verdict == "missed (D +0.1100 < +0.20)"
+    assert dataclasses.replace(first, max_se=None).verdict == "met"
     # a seed run beyond the plan (99) stays out of the pre-registered comparison
     extra = [dict(results[0], seeds=results[0]["seeds"] + [run(99, 0.10)]), results[1]]
     again = benchmark.compare_rows(spec, extra)[0]
-    assert again.diff == first.diff and again.verdict == "missed"
+    assert again.diff == first.diff and again.verdict == first.verdict
     spec["seeds"] = [1, 2, 3]  # planned seeds not all run yet: no verdict
     benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
     table = (tmp_path / "out" / "results.md").read_text()

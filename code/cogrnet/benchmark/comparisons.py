@@ -53,7 +53,8 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """``not run yet``, ``open (...)`` until both rows have their planned seeds, then
-        ``met`` or ``missed``; ``-`` for a secondary comparison."""
+        ``met`` or ``missed (...)`` naming the part missed (D below the target, SE above
+        ``max_se``, or both); ``-`` for a secondary comparison."""
         if self.diff is None:
             return "not run yet"
         if self.margin is None:
@@ -63,8 +64,11 @@ class Comparison:
         if short:
             return f"open ({', '.join(short)})"
         d = self.diff
-        met = d.mean >= self.margin and (not self.max_se or d.se <= self.max_se)
-        return "met" if met else "missed"
+        missed = [part for part, short_of in (
+            (f"D {d.mean:+.4f} < {self.margin:+.2f}", d.mean < self.margin),
+            (f"SE {d.se:.4f} > {self.max_se}", bool(self.max_se) and d.se > self.max_se))
+            if short_of]
+        return f"missed ({'; '.join(missed)})" if missed else "met"
 
 
 def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Comparison]:
