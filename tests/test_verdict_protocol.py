@@ -290,6 +290,7 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     assert both.verdict == "missed (D +0.1100 < +0.20; SE 0.0224 > 0.012)"
     assert dataclasses.replace(both, max_se=0.03).verdict == "missed (D +0.1100 < +0.20)"
     assert dataclasses.replace(first, max_se=None).verdict == "met"
+    assert [part.split()[0] for part in both.shortfalls] == ["D", "SE"]
     # a seed run beyond the plan (99) stays out of the pre-registered comparison
     extra = [dict(results[0], seeds=results[0]["seeds"] + [run(99, 0.10)]), results[1]]
     again = benchmark.compare_rows(spec, extra)[0]

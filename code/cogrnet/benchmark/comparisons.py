@@ -63,12 +63,20 @@ class Comparison:
                  in zip((self.a, self.b), self.seeds, self.planned) if got < want]
         if short:
             return f"open ({', '.join(short)})"
+        missed = self.shortfalls
+        return f"missed ({'; '.join(missed)})" if missed else "met"
+
+    @property
+    def shortfalls(self) -> list[str]:
+        """What misses the target, each starting with ``D`` or ``SE`` (``"SE 0.0616 >
+        0.012"``); empty when met, secondary or not run."""
         d = self.diff
-        missed = [part for part, short_of in (
+        if d is None or self.margin is None:
+            return []
+        return [part for part, short_of in (
             (f"D {d.mean:+.4f} < {self.margin:+.2f}", d.mean < self.margin),
             (f"SE {d.se:.4f} > {self.max_se}", bool(self.max_se) and d.se > self.max_se))
             if short_of]
-        return f"missed ({'; '.join(missed)})" if missed else "met"
 
 
 def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Comparison]:

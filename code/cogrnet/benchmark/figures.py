@@ -82,6 +82,13 @@ def plot_case_dice(results: list[dict[str, Any]], path: Path,
     return save_figure(fig, path, title, dpi=120)
 
 
+def _short_verdict(c: Comparison) -> str:
+    """A comparison's verdict in a few words: ``met``, ``missed: SE``, ``open``."""
+    if c.shortfalls:
+        return "missed: " + ", ".join(part.split()[0] for part in c.shortfalls)
+    return c.verdict.split(" (")[0]
+
+
 def plot_comparisons(comparisons: Sequence[Comparison], path: Path) -> Path:
     """One line per comparison that has runs: the per-case differences A − B of the seed
     means (grey dots), their mean *D* (black) with ±1 and ±2 standard errors (thick and
@@ -103,7 +110,7 @@ def plot_comparisons(comparisons: Sequence[Comparison], path: Path) -> Path:
     ax.axvline(0.0, color="0.6", linewidth=0.8)
     labels = [f"{c.a} − {c.b}\n{c.seeds[0]} / {c.seeds[1]} seeds"
               + ("" if np.isfinite(c.diff.se) else ", SE of cases only")
-              + (f"; {c.verdict.split(' (')[0]}" if c.margin is not None else "; secondary")
+              + (f"; {_short_verdict(c)}" if c.margin is not None else "; secondary")
               for c in shown]
     ax.set_yticks(np.arange(len(shown))[::-1], labels, fontsize=8)
     ax.set_ylim(-0.6, len(shown) - 0.4)
