@@ -299,3 +299,5 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| open (cog 2 of 3 seeds, sup 2 of 3 seeds) |" in table
+    still_open = benchmark.compare_rows(spec, results)[0]  # SE above max_se, yet not judged
+    assert still_open.verdict.startswith("open") and still_open.shortfalls == []

@@ -59,19 +59,23 @@ class Comparison:
             return "not run yet"
         if self.margin is None:
             return "-"
-        short = [f"{name} {got} of {want} seeds" for name, got, want
-                 in zip((self.a, self.b), self.seeds, self.planned) if got < want]
-        if short:
+        if short := self._seeds_short():
             return f"open ({', '.join(short)})"
         missed = self.shortfalls
         return f"missed ({'; '.join(missed)})" if missed else "met"
 
+    def _seeds_short(self) -> list[str]:
+        """``"row 2 of 5 seeds"`` for each row without all its planned seeds."""
+        return [f"{name} {got} of {want} seeds" for name, got, want
+                in zip((self.a, self.b), self.seeds, self.planned) if got < want]
+
     @property
     def shortfalls(self) -> list[str]:
         """What misses the target, each starting with ``D`` or ``SE`` (``"SE 0.0616 >
-        0.012"``); empty when met, secondary or not run."""
+        0.012"``); empty unless the verdict is ``missed`` (met, secondary, not run, or open:
+        nothing is judged before both rows have their planned seeds)."""
         d = self.diff
-        if d is None or self.margin is None:
+        if d is None or self.margin is None or self._seeds_short():
             return []
         return [part for part, short_of in (
             (f"D {d.mean:+.4f} < {self.margin:+.2f}", d.mean < self.margin),
