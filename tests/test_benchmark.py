@@ -309,3 +309,12 @@ def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path,
     assert "| a | sup | 1 |" in table and "| c | sup | 1 |" in table
     recorded = json.loads((out / "results.json").read_text())["results"]
     assert [len(r["seeds"]) for r in recorded] == [1, 1]
+
+
+def test_mean_curve_averages_the_seeds_at_their_shared_iterations():
+    from cogrnet.benchmark.figures import mean_curve
+    seeds = [{"iterations": [250, 500, 750], "dice": [0.6, 0.8, 0.7]},
+             {"iterations": [250, 500], "dice": [0.4, 0.6]}]  # stopped before 750
+    its, dice = mean_curve(seeds)
+    assert its == [250, 500] and dice == [0.5, 0.7]
+    assert mean_curve([]) == ([], [])

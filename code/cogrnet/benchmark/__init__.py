@@ -428,8 +428,9 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
         lines += ["", "![paired comparisons](comparisons.png)"]
     lines += case_dice_table(results)
     lines += _command_lines(spec, results)
-    curves = {r["name"]: r["seeds"][0]["val_curve"] for r in results
-              if r["seeds"] and r["seeds"][0].get("val_curve", {}).get("iterations")}
+    curves = {r["name"]: seed_curves for r in results
+              if (seed_curves := [s["val_curve"] for s in r["seeds"]
+                                  if s.get("val_curve", {}).get("iterations")])}
     no_curve = [r["name"] for r in results if r["seeds"] and r["name"] not in curves]
     if curves:
         lines += ["", "![validation Dice](val_dice.png)"]

@@ -12,17 +12,36 @@ from cogrnet.benchmark.comparisons import Comparison, headline
 from cogrnet.plotting import figure, save_figure
 
 
-def plot_val_curves(curves: dict[str, dict[str, list]], path: Path) -> Path:
-    """One line per row: validation Dice (the trainer's fast protocol) over iterations."""
+def mean_curve(curves: Sequence[dict[str, list]]) -> tuple[list[int], list[float]]:
+    """``(iterations, mean Dice)`` over the seeds' curves (``{"iterations", "dice"}``) at
+    the iterations every one of them recorded; empty lists when they share none."""
+    by_seed = [dict(zip(c["iterations"], c["dice"])) for c in curves]
+    shared = sorted(set.intersection(*(set(d) for d in by_seed))) if by_seed else []
+    return shared, [float(np.mean([d[i] for d in by_seed])) for i in shared]
+
+
+def plot_val_curves(curves: dict[str, list[dict[str, list]]], path: Path) -> Path:
+    """One colour per row: each seed's validation Dice (the trainer's fast protocol) over
+    iterations as a thin line, the mean over the seeds (:func:`mean_curve`) as a thick one,
+    so a seed that drifts away from the others shows."""
     fig, ax = figure(1, (7.0, 4.2))
-    for name, curve in curves.items():
-        ax.plot(curve["iterations"], curve["dice"], marker=".", label=name)
+    import matplotlib.pyplot as plt  # after figure(): the Agg backend is set
+
+    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
+    for k, (name, seeds) in enumerate(curves.items()):
+        colour = colours(k % colours.N)
+        for curve in seeds:
+            ax.plot(curve["iterations"], curve["dice"], color=colour, alpha=0.35,
+                    linewidth=0.8)
+        its, dice = mean_curve(seeds)
+        ax.plot(its, dice, color=colour, linewidth=2.0, marker=".",
+                label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation Dice (fast protocol)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path, "validation Dice during training (first seed of each row)",
-                       dpi=120)
+    return save_figure(fig, path, "validation Dice during training: thin = each seed, "
+                       "thick = mean over seeds", dpi=120)
 
 
 def seed_label(name: str, with_cases: int, seeds: int) -> str:
