@@ -25,11 +25,7 @@ def plot_val_curves(curves: dict[str, list[dict[str, list]]], path: Path) -> Pat
     iterations as a thin line, the mean over the seeds (:func:`mean_curve`) as a thick one,
     so a seed that drifts away from the others shows."""
     fig, ax = figure(1, (7.0, 4.2))
-    import matplotlib.pyplot as plt  # after figure(): the Agg backend is set
-
-    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
-    for k, (name, seeds) in enumerate(curves.items()):
-        colour = colours(k % colours.N)
+    for colour, (name, seeds) in zip(row_colours(len(curves)), curves.items()):
         for curve in seeds:
             ax.plot(curve["iterations"], curve["dice"], color=colour, alpha=0.35,
                     linewidth=0.8)
@@ -37,11 +33,19 @@ def plot_val_curves(curves: dict[str, list[dict[str, list]]], path: Path) -> Pat
         ax.plot(its, dice, color=colour, linewidth=2.0, marker=".",
                 label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("validation Dice (fast protocol)")
+    ax.set_ylabel("validation Dice, student (fast protocol)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path, "validation Dice during training: thin = each seed, "
                        "thick = mean over seeds", dpi=120)
+
+
+def row_colours(n: int) -> list[Any]:
+    """``n`` matplotlib colours, one per table row (tab10, tab20 beyond ten rows)."""
+    import matplotlib.pyplot as plt  # callers made a figure(): the Agg backend is set
+
+    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+    return [cmap(k % cmap.N) for k in range(n)]
 
 
 def seed_label(name: str, with_cases: int, seeds: int) -> str:
@@ -66,13 +70,9 @@ def plot_case_dice(results: list[dict[str, Any]], path: Path,
     ids = sorted({c for r in results for s in r["seeds"] for key in ("case_dice",
                   "case_dice_teacher") for c in s.get(key) or {}})
     fig, ax = figure(1, (max(7.0, 1.1 * len(ids) + 3.0), 4.6))
-    import matplotlib.pyplot as plt  # after figure(): the Agg backend is set
-
-    colours = plt.get_cmap("tab20" if len(results) > 10 else "tab10")
     width = 0.8 / len(results)
-    for k, r in enumerate(results):
+    for k, (r, colour) in enumerate(zip(results, row_colours(len(results)))):
         x = np.arange(len(ids)) - 0.4 + width * (k + 0.5)
-        colour = colours(k % colours.N)
         main, other = _case_keys(r["method"], teacher_first)
         for key, filled in ((main, True), (other, False)):
             runs = [s[key] for s in r["seeds"] if s.get(key)]
