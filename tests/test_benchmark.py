@@ -237,11 +237,20 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     assert res.stdout.splitlines()[1] == ("1 run(s) to go in the selected rows: 1 trained, "
                                           "their scoring left")
     # a seed resumed from a checkpoint measured only its last part: no estimate from it
+    # unless its folder says where that part started (environment.jsonl) and how long the
+    # whole run is (config.json): then its time is scaled to a whole run
     record = json.loads((runs / "b_a_s1" / "bench_result.json").read_text())
     (runs / "b_a_s1" / "bench_result.json").write_text(json.dumps(dict(record, resumed=True)))
-    res = subprocess.run(base + ["--status", "--rows", "a"], capture_output=True, text=True,
-                         timeout=120)
+    status = [*base, "--status", "--rows", "a"]
+    res = subprocess.run(status, capture_output=True, text=True, timeout=120)
     assert "no measured run of its row or of its method yet" in res.stdout.splitlines()[0]
+    (runs / "b_a_s1" / "config.json").write_text(json.dumps({"max_iteration": 10}))
+    (runs / "b_a_s1" / "environment.jsonl").write_text(
+        "".join(json.dumps({"iteration": i}) + "\n" for i in (0, 7)))  # 60 s for 3 of 10
+    res = subprocess.run(status, capture_output=True, text=True, timeout=120)
+    assert res.stdout.splitlines()[0].endswith(  # 200 s x 0.6 of b_a_s2 left
+        "iteration 4 of 10; about 2 min left at its resumed runs' time scaled to a whole run")
+    assert "(a at its resumed runs' time scaled to a whole run)" in res.stdout.splitlines()[-1]
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()
@@ -249,7 +258,8 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
 
 def test_status_estimates_a_row_not_measured_yet_at_a_row_of_its_method(tmp_path, capsys):
     """A row with no run in one go yet takes the wall time of a measured row of the same
-    method, and says so; a resumed seed is no measure; without such a row, no estimate."""
+    method, and says so; a resumed seed without its run folder is no measure; without such
+    a row, no estimate."""
     measured = {"name": "mt_coarse", "method": "mt",
                 "seeds": [{"seconds": 600.0}, {"seconds": 60.0, "resumed": True}]}
     twin = {"name": "mt_slices", "method": "mt", "seeds": []}
@@ -262,7 +272,7 @@ def test_status_estimates_a_row_not_measured_yet_at_a_row_of_its_method(tmp_path
                              "its row has none yet)")
     assert lines[1].endswith("no measured run of its row or of its method yet")
     assert lines[2] == ("2 run(s) to go in the table: 1 of them about 0.2 h at their rows' "
-                        "measured wall times (mt_slices at mt_coarse's) (one after another; "
+                        "measured wall times (mt_slices at mt_coarse's time) (one after another; "
                         "divide by the runs side by side); 1 of rows without a measured run "
                         "of their method yet (uamt)")
     benchmark.print_status(pending[:1], [dict(measured, seeds=measured["seeds"][1:]), twin])

@@ -587,52 +587,83 @@ def missing_seeds(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[s
     return out
 
 
+def _total_iterations(run_dir: Path, method: str) -> int | None:
+    """The iterations of the run's whole training (both stages of a two-stage method), from
+    its ``config.json``; ``None`` without a readable one."""
+    from cogrnet.methods.registry import method_class
+
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        return int(config["pre_max_iteration"] + config["self_max_iteration"]
+                   if method_class(method).two_stage else config["max_iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_progress(run_dir: Path, method: str) -> tuple[str, float]:
     """What the folder of an unfinished run says: ``(state, fraction of its iterations
     done)``; the state names the process running it (its row lock held)."""
-    from cogrnet.methods.registry import method_class
-
     holder = next((pid for pid in (lock_holder(run_dir, ROW_LOCK), lock_holder(run_dir))
                    if pid is not None), None)  # its benchmark.py's lock, or its train.py's
     running = f"running (process {holder}), " if holder is not None else ""
     if (run_dir / TRAINED).exists():
         return running + "trained, not scored", 1.0
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        total = (config["pre_max_iteration"] + config["self_max_iteration"]
-                 if method_class(method).two_stage else config["max_iteration"])
-    except (OSError, ValueError, KeyError, TypeError):
+    total = _total_iterations(run_dir, method)
+    if total is None:
         return running + "not started", 0.0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     done = max((r.get("iteration", 0) for r in rows), default=0)
     return running + f"iteration {done} of {total}", min(done / max(total, 1), 1.0)
 
 
+def _scaled_minutes(seed: dict[str, Any], method: str) -> float | None:
+    """A resumed seed's wall time (min) scaled to a whole run: its recorded time covers the
+    iterations from its last start (the last line of its ``environment.jsonl``) to the end,
+    and its scoring; both are scaled by total / (total - start), so it overstates a little.
+    ``None`` when its run folder does not say (gone, or another machine's)."""
+    if not seed.get("seconds") or not seed.get("run_dir"):
+        return None
+    run = Path(seed["run_dir"])
+    run = run if run.is_absolute() else REPO_ROOT / run
+    total = _total_iterations(run, method)
+    starts = read_jsonl(run / "environment.jsonl")
+    start = starts[-1].get("iteration") if starts else None
+    if total is None or not isinstance(start, int) or not 0 <= start < total:
+        return None
+    return seed["seconds"] / 60 * total / (total - start)
+
+
 def _row_minutes(entry: dict[str, Any], rows: list[dict[str, Any]]
-                 ) -> tuple[float | None, str | None]:
-    """``(minutes, proxy)``: a run's wall time at its row's measured time (``proxy`` None),
-    else at the first row of the same method that has one (``proxy``: that row's name),
-    else ``(None, None)``."""
-    if walls := _wall_minutes(entry):
-        return float(np.mean(walls)), None
-    for other in rows:
-        if other["method"] == entry["method"] and (walls := _wall_minutes(other)):
-            return float(np.mean(walls)), other["name"]
-    return None, None
+                 ) -> tuple[float | None, str]:
+    """``(minutes, basis)``: a run's wall time at its row's seeds that ran in one go
+    (``basis`` ``""``); else at its row's resumed seeds scaled to a whole run
+    (:func:`_scaled_minutes`); else the same from the first row of the same method that has
+    either; ``basis`` says which (``"mt_coarse's time"``, ``"its resumed runs' time scaled to
+    a whole run"``); else ``(None, "")``."""
+    others = [r for r in rows if r["method"] == entry["method"] and r["name"] != entry["name"]]
+    for row in [entry] + others:
+        whose = "its" if row is entry else f"{row['name']}'s"
+        if walls := _wall_minutes(row):
+            return float(np.mean(walls)), "" if row is entry else f"{whose} time"
+        scaled = [m for s in row["seeds"] if s.get("resumed")
+                  if (m := _scaled_minutes(s, row["method"])) is not None]
+        if scaled:
+            return float(np.mean(scaled)), f"{whose} resumed runs' time scaled to a whole run"
+    return None, ""
 
 
 def print_status(pending: list[tuple], rows: list[dict[str, Any]],
                  scope: str = "the table") -> None:
     """For each pending (row, seed): its state (:func:`run_progress`) and the minutes left
-    at its row's measured wall time (:func:`_row_minutes`; a row not measured yet: at the
-    time of a measured row of ``rows`` with the same method, said as such); then the total
-    for ``scope``."""
+    at its row's measured wall time (:func:`_row_minutes`: else at its resumed runs' scaled
+    to a whole run, else at a measured row of ``rows`` with the same method, said as such);
+    then the total for ``scope``."""
     minutes_left, measured, scoring, unmeasured = 0.0, 0, 0, set()
-    proxies: set[str] = set()
+    bases: set[str] = set()
     width = max((len(p[2]) for p in pending), default=0)
     for entry, seed, exp, _, _, run_dir in pending:
         state, done = run_progress(run_dir, entry["method"])
-        minutes, proxy = _row_minutes(entry, rows)
+        minutes, basis = _row_minutes(entry, rows)
         if done >= 1.0:
             scoring += 1
             estimate = "its scoring left"
@@ -640,9 +671,11 @@ def print_status(pending: list[tuple], rows: list[dict[str, Any]],
             left = minutes * (1.0 - done)
             minutes_left, measured = minutes_left + left, measured + 1
             estimate = f"about {left:.0f} min left"
-            if proxy is not None:
-                proxies.add(f"{entry['name']} at {proxy}'s")
-                estimate += f" at {proxy}'s time (same method; its row has none yet)"
+            if basis:
+                bases.add(f"{entry['name']} at {basis}")
+                estimate += f" at {basis}"
+                if not basis.startswith("its "):
+                    estimate += " (same method; its row has none yet)"
         else:
             unmeasured.add(entry["name"])
             estimate = "no measured run of its row or of its method yet"
@@ -652,7 +685,7 @@ def print_status(pending: list[tuple], rows: list[dict[str, Any]],
         return
     parts = []
     if measured:
-        at = f" ({'; '.join(sorted(proxies))})" if proxies else ""
+        at = f" ({'; '.join(sorted(bases))})" if bases else ""
         parts.append(f"{measured} of them about {minutes_left / 60:.1f} h at their rows' "
                      f"measured wall times{at} (one after another; divide by the runs side "
                      "by side)")
@@ -686,7 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="run and write nothing: list the planned runs of the selected rows "
                         "not finished yet (running, part-trained, not started) with the time "
-                        "left at each row's measured wall time (a row with none yet: at a "
+                        "left at each row's measured wall time (a row whose seeds were all "
+                        "resumed: their time scaled to a whole run; a row with none yet: at a "
                         "measured row's of the same method)")
     p.add_argument("--collect", nargs="*", metavar="JSON", default=None,
                    help="run nothing: write the table of the runs already finished, adding "
