@@ -132,16 +132,30 @@ def test_collect_reads_per_case_and_teacher_scores_from_run_folders(tmp_path):
     _fake_run(runs, spec, spec["rows"][0], 1)
     record = json.loads((runs / "b_m_s1" / "bench_result.json").read_text())
     (runs / "b_m_s1" / "bench_result.json").write_text(json.dumps(dict(record, threads="2+1")))
-    for folder, dice in (("bench_test", (0.25, 0.75)), ("bench_test_ema", (0.5, 0.875))):
-        (runs / "b_m_s1" / folder).mkdir()
-        (runs / "b_m_s1" / folder / "summary.json").write_text(json.dumps({
-            "mean": {"dice": sum(dice) / 2, "jaccard": 0.4, "hd95": 3.0, "asd": 1.0},
-            "cases": [{"case": "caseA_long", "dice": dice[0]}, {"case": "caseB_long", "dice": dice[1]}]}))
-    res = subprocess.run([sys.executable, str(CODE / "benchmark.py"), "--spec", str(path), "--out",
-                          str(out), "--model_dir", str(runs), "--collect"],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    table = (out / "results.md").read_text()
+    scored = {"checkpoint": str(runs / "b_m_s1" / "last.pth"), "split": "val",
+              "list_file": "val.list"}
+
+    def summaries(**teacher):
+        for folder, dice, weights in (("bench_test", (0.25, 0.75), "student"),
+                                      ("bench_test_ema", (0.5, 0.875), "ema")):
+            (runs / "b_m_s1" / folder).mkdir(exist_ok=True)
+            settings = {**scored, "weights": weights, **(teacher if weights == "ema" else {})}
+            (runs / "b_m_s1" / folder / "summary.json").write_text(json.dumps({
+                "mean": {"dice": sum(dice) / 2, "jaccard": 0.4, "hd95": 3.0, "asd": 1.0},
+                "settings": settings, "cases": [{"case": "caseA_long", "dice": dice[0]},
+                                                {"case": "caseB_long", "dice": dice[1]}]}))
+        res = subprocess.run([sys.executable, str(CODE / "benchmark.py"), "--spec", str(path),
+                              "--out", str(out), "--model_dir", str(runs), "--collect"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout, (out / "results.md").read_text()
+
+    # a teacher summary that scored another checkpoint, or with the student's weights: left out
+    for other in ({"checkpoint": "best.pth"}, {"weights": "student"}):
+        said, table = summaries(**other)
+        assert "not the EMA teacher's scoring of the checkpoint and list" in said
+        assert "| m s1 teacher |" not in table
+    said, table = summaries()
     assert "| m | mt | 1 | 0.5000 |" in table and "| 0.500 | 0.6875 |" in table  # student, teacher
     assert "| run | threads | caseA_ | caseB_ |" in table
     assert "| m s1 | 2+1 | 0.250 | 0.750 |" in table

@@ -203,6 +203,7 @@ def test_a_spec_that_never_touches_its_scored_list_is_accepted(tmp_path):
     ({"common_val_list": "none"}, "trains on 4 of the 4 scored cases"),
     ({"checkpoint": "best.pth"}, "scores best.pth, chosen on its validation list"),
     ({"cog_handover": "best"}, "row cog: self-training would start from the pre-training"),
+    ({"test_lists_dir": "elsewhere"}, "trains on 4 of the 4 scored cases"),
 ])
 def test_a_spec_that_trains_or_selects_on_its_scored_list_is_refused(tmp_path, change,
                                                                      message):
@@ -212,26 +213,76 @@ def test_a_spec_that_trains_or_selects_on_its_scored_list_is_refused(tmp_path, c
             spec["common"]["val_list"] = value
         elif key == "cog_handover":
             spec["rows"][1]["args"]["handover"] = value
+        elif key == "test_lists_dir":  # the scored list read from elsewhere: training IDs
+            (tmp_path / value).mkdir()
+            (tmp_path / value / "scored.list").write_text("c00\nc01\nc02\nc03\n")
+            spec["test"]["lists_dir"] = str(tmp_path / value)
         else:
             spec[key] = value
     with pytest.raises(ConfigError, match=message):
         benchmark.check_isolation(spec, spec["rows"], "spec")
     if "checkpoint" not in change:
         return  # the command line once is enough
+    # a row on coarse labels: the refusal comes before the registration would run
+    spec["rows"][0]["args"]["label_source"] = "coarse"
+    spec["registration"] = {"out_dir": str(tmp_path / "reg"), "args": {}}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    res = subprocess.run([sys.executable, str(CODE / "benchmark.py"), "--spec", str(path),
-                          "--out", str(tmp_path / "out"), "--model_dir", str(tmp_path / "m")],
-                         capture_output=True, text=True, timeout=600)
+    base = [sys.executable, str(CODE / "benchmark.py"), "--spec", str(path),
+            "--out", str(tmp_path / "out"), "--model_dir", str(tmp_path / "m")]
+    res = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
-    assert not (tmp_path / "m").exists()  # refused before anything ran
+    assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists()  # nothing ran
+    # the table of such a spec's runs (made elsewhere) says so and judges nothing
+    res = subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "**Not a held-out table**: the spec: " in table and message in table
+
+
+def test_a_table_not_held_out_judges_no_comparison(tmp_path):
+    spec = _spec(tmp_path, comparisons=[{"a": "cog", "b": "sup", "target": 0.0}])
+    runs = [{"seed": 1, "mean": {"dice": 0.8}, "case_dice": {"c08": 0.8, "c09": 0.7}}]
+    results = [{"name": "sup", "method": "sup", "seeds": runs},
+               {"name": "cog", "method": "cogrnet", "seeds": runs}]
+    assert benchmark.compare_rows(spec, results)[0].verdict == "met"
+    unjudged = benchmark.compare_rows(spec, results, judged=False)[0]
+    assert unjudged.verdict == "no verdict (scored list not held out)"
+    assert unjudged.shortfalls == []
 
 
 # ------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("b,message", [
+    ([{"x": 0.8, "y": 0.7}, {"x": 0.8, "y": 0.7, "z": 0.9}],
+     "run 1 of row B did not score 1 case"),  # a seed without case z: not dropped unseen
+    ([{"x": 0.8, "y": 0.7, "z": None}], r"case z has no Dice \(None\)"),
+    ([{"x": 0.8, "y": 0.7, "z": float("nan")}], r"case z has no Dice \(nan\)"),
+])
+def test_a_comparison_refuses_runs_that_scored_other_cases_or_no_dice(b, message):
+    a = [{"x": 0.9, "y": 0.8, "z": 0.1}]
+    for compare in (paired_difference, case_differences):
+        with pytest.raises(ValueError, match=message):
+            compare(a, b)
+    with pytest.raises(ValueError, match=message):
+        seed_gap(a * len(b), b)
+
+
+def test_a_standard_error_that_cannot_be_estimated_misses_its_target(tmp_path):
+    """One seed per row: the seed part of the SE is unknown, so an SE target is not met."""
+    spec = _spec(tmp_path, max_se=0.012, comparisons=[{"a": "cog", "b": "sup", "target": 0.0}])
+    one = {"seed": 1, "mean": {"dice": 0.8}, "case_dice": {"c08": 0.9, "c09": 0.8}}
+    results = [{"name": "sup", "method": "sup", "seeds": [dict(one, case_dice={"c08": 0.5,
+                                                                            "c09": 0.5})]},
+               {"name": "cog", "method": "cogrnet", "seeds": [one]}]
+    first = benchmark.compare_rows(spec, results)[0]
+    assert math.isnan(first.diff.se) and first.diff.mean == pytest.approx(0.35)
+    assert first.verdict.startswith("missed (SE n/a > 0.012")
+
+
 def test_paired_difference_by_hand():
     a = [{"x": 0.8, "y": 0.6, "z": 0.7}, {"x": 0.9, "y": 0.7, "z": 0.8}]
-    b = [{"x": 0.7, "y": 0.6, "z": 0.5, "w": 0.1}]
+    b = [{"x": 0.7, "y": 0.6, "z": 0.5}]
     d = paired_difference(a, b)
     # seed means of A: x .85 y .65 z .75; differences .15 .05 .25
     assert d.cases == 3 and d.mean == pytest.approx(0.15)
@@ -272,8 +323,8 @@ def test_table_leads_with_the_teacher_and_writes_the_comparisons(tmp_path):
     benchmark.write_outputs(spec, results, tmp_path / "out", "cmd")
     table = (tmp_path / "out" / "results.md").read_text()
     cog = next(line for line in table.splitlines() if line.startswith("| cog |"))
-    assert "| 0.8200 ± 0.0200 |" in cog  # the teacher is the headline
-    assert "0.6100 ± 0.0100 | +0.2100 ± 0.0100" in cog  # student beside, and the gap
+    assert "| 0.8200 ± 0.0283 |" in cog  # the teacher is the headline (sample std, n - 1)
+    assert "0.6100 ± 0.0141 | +0.2100 ± 0.0100" in cog  # student beside, and the gap
     assert "| cog − sup | 4 | 2 / 2 | +0.1100 |" in table
     assert "| sup − cog | 4 | 2 / 2 | -0.1100 |" in table and "- (secondary)" in table
     # D clears the margin, but the seeds alone give SE = sqrt(.0004 + .0001) = .022 > .012

@@ -52,7 +52,7 @@ from cogrnet.benchmark.comparisons import compare_rows, comparison_table, headli
 from cogrnet.benchmark.figures import plot_case_dice, plot_comparisons, plot_val_curves
 from cogrnet.benchmark.spec import read_spec
 from cogrnet.cli import add_debug, add_out_dir, parser
-from cogrnet.errors import ConfigError, FolderBusy
+from cogrnet.errors import ConfigError, DataError, FolderBusy
 from cogrnet.evaluation.compare import seed_gap
 from cogrnet.evaluation.metrics import METRIC_NAMES
 from cogrnet.fileio import (lock_folder, lock_holder, read_jsonl, write_json_atomic,
@@ -140,11 +140,13 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
     from cogrnet.methods.registry import method_class
     from cogrnet.training.data import validation_ids
 
-    split = spec.get("test", {}).get("split", "test")
     for row in rows:
         args = row_args(spec, row)
+        scoring = scoring_args(spec, args)  # the test command's list, where test.py finds it
+        split = str(scoring.get("split", "test"))
+        scored = set(read_list(find_list(_repo_path(scoring.get("root_path")) or ".", split,
+                                         _repo_path(scoring.get("lists_dir")))))
         root, lists = _repo_path(args.get("root_path")) or ".", _repo_path(args.get("lists_dir"))
-        scored = set(read_list(find_list(root, split, lists)))
         train = read_list(find_list(root, "train", lists))
         val, _ = validation_ids(root, lists, str(args.get("val_list", "auto")), train)
         held_out = set(val)
@@ -167,6 +169,25 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
                               f"(list '{split}'); give the row \"handover\": \"last\"")
 
 
+def isolation_problem(spec: dict[str, Any]) -> str | None:
+    """Why the spec's scored list is not held out from its rows (:func:`check_isolation`),
+    or that this could not be checked (a list file missing); ``None`` when it is."""
+    try:
+        check_isolation(spec, spec["rows"], "the spec")
+    except ConfigError as err:
+        return str(err)
+    except DataError as err:
+        return f"whether its scored list is held out could not be checked: {err}"
+    return None
+
+
+def scoring_args(spec: dict[str, Any], train_args: dict[str, Any]) -> dict[str, Any]:
+    """The scoring arguments of a row trained with ``train_args``: its data (``dataset``,
+    ``root_path``, ``lists_dir``), overridden by the spec's ``test`` block."""
+    return {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
+            "lists_dir": train_args.get("lists_dir"), **spec.get("test", {})}
+
+
 def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
                  model_dir: Path) -> tuple[str, list[str], list[str]]:
     """The run name and the train / test commands of one (row, seed)."""
@@ -176,11 +197,10 @@ def row_commands(spec: dict[str, Any], row: dict[str, Any], seed: int,
     if train_args.get("label_source") in REGISTRATION_LABELS:
         train_args["coarse_dir"] = spec["registration"]["out_dir"]
     train = [sys.executable, str(CODE / "train.py"), *cli_flags(train_args)]
-    test_args = {"dataset": train_args.get("dataset"), "root_path": train_args.get("root_path"),
-                 "lists_dir": train_args.get("lists_dir"), **spec.get("test", {}),
-                 "checkpoint": str(model_dir / exp / spec.get("checkpoint", "last.pth")),
-                 "out_dir": str(model_dir / exp / "bench_test"), "no_progress": True}
-    test = [sys.executable, str(CODE / "test.py"), *cli_flags(test_args)]
+    scoring = {**scoring_args(spec, train_args),
+               "checkpoint": str(model_dir / exp / spec.get("checkpoint", "last.pth")),
+               "out_dir": str(model_dir / exp / "bench_test"), "no_progress": True}
+    test = [sys.executable, str(CODE / "test.py"), *cli_flags(scoring)]
     return exp, train, test
 
 
@@ -188,7 +208,7 @@ def _summary(values: list[float]) -> str:
     v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
         return "n/a"
-    return f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
 RESULT_KEYS = ("seed", "run_dir", "seconds", "mean", "train_command", "test_command")
@@ -288,12 +308,31 @@ def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
         cases = _case_dice(run / "bench_test" / "summary.json")
         if cases:
             result["case_dice"] = cases
-    ema = run / "bench_test_ema" / "summary.json"
-    if "mean_teacher" not in result and ema.is_file():
-        summary = json.loads(ema.read_text())
+    if "mean_teacher" not in result and (summary := _teacher_summary(run)) is not None:
         result["mean_teacher"] = {m: summary["mean"][m] for m in METRIC_NAMES}
-        result["case_dice_teacher"] = _case_dice(ema)
+        result["case_dice_teacher"] = _case_dice(run / "bench_test_ema" / "summary.json")
     return result
+
+
+def _teacher_summary(run: Path) -> dict[str, Any] | None:
+    """The run's EMA-teacher scoring (``bench_test_ema/summary.json``) when it scored the
+    same checkpoint and list as the run's own scoring (``bench_test``), with the teacher's
+    weights; ``None`` when there is none, or another scoring (said as such)."""
+    ema = run / "bench_test_ema" / "summary.json"
+    if not ema.is_file():
+        return None
+    summary = json.loads(ema.read_text())
+    try:
+        own = json.loads((run / "bench_test" / "summary.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError):
+        own = {}
+    mine = summary.get("settings", {})
+    if mine.get("weights") == "ema" and all(
+            mine.get(k) == own.get(k) for k in ("checkpoint", "split", "list_file")):
+        return summary
+    print(f"{ema}: not the EMA teacher's scoring of the checkpoint and list the run's own "
+          "scoring used, left out", flush=True)
+    return None
 
 
 def _wall_minutes(entry: dict[str, Any]) -> list[float]:
@@ -340,7 +379,10 @@ def _other_cells(r: dict[str, Any], key: str, teacher_first: bool) -> str:
                  if s.get("case_dice_teacher") and s.get("case_dice")]
         if not pairs:
             return f"{student} | -"
-        gap, se, n = seed_gap([t for t, _ in pairs], [u for _, u in pairs])
+        try:
+            gap, se, n = seed_gap([t for t, _ in pairs], [u for _, u in pairs])
+        except ValueError as err:
+            raise ConfigError(f"row {r['name']}, teacher − student: {err}") from None
         return f"{student} | {gap:+.4f}" + (f" ± {se:.4f}" if n > 1 else "")
     teacher = [s["mean_teacher"]["dice"] for s in r["seeds"] if "mean_teacher" in s]
     if not teacher:
@@ -389,10 +431,12 @@ def _command_lines(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[
 
 
 def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
-                  command: str) -> None:
+                  command: str, not_held_out: str | None = None) -> None:
     """``results.md``, ``results.json``, ``val_dice.png`` (when some row has a validation
     curve), ``case_dice.png`` (when some run recorded its Dice per case) and
-    ``comparisons.png`` (when a pre-registered comparison has runs) in ``out``."""
+    ``comparisons.png`` (when a pre-registered comparison has runs) in ``out``.
+    ``not_held_out``: why the scored list is not held out (:func:`isolation_problem`); the
+    table then says so and its comparisons carry no verdict."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {"spec": spec, "results": results})
     teacher_first = spec.get("headline") == "teacher"
@@ -402,7 +446,11 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
              *([spec["notes"], ""] if spec.get("notes") else []),
              "Dice/Jaccard as fractions, HD95/ASD in voxels; each cell is the mean over "
              f"the cases of the scored list (`{spec.get('test', {}).get('split', 'test')}`), "
-             "then mean ± std over seeds when there are several.", ""]
+             "then mean ± std over seeds when there are several (the sample standard "
+             "deviation, n − 1).", ""]
+    if not_held_out:
+        lines += [f"**Not a held-out table**: {not_held_out}. Its comparisons carry no "
+                  "verdict.", ""]
     lines += _main_table(results, teacher_first)
     missing = [r["name"] for r in results if not r["seeds"]]
     if any(s.get("resumed") for r in results for s in r["seeds"]):
@@ -421,7 +469,7 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
         lines += ["", f"Not run yet: {', '.join(missing)}."]
     if missing_seeds(spec, results):
         lines += ["", f"Planned seeds still to run: {'; '.join(missing_seeds(spec, results))}."]
-    comparisons = compare_rows(spec, results)
+    comparisons = compare_rows(spec, results, judged=not not_held_out)
     compared = [c for c in comparisons if c.diff is not None]
     lines += comparison_table(comparisons)
     if compared:
@@ -773,22 +821,42 @@ def known_results(out: Path, collect: list[str] | None
     return recorded, source
 
 
+def _other_commands(result: dict[str, Any], train: list[str], test: list[str]) -> str:
+    """``"training"``, ``"test"`` or ``"training and test"``: which of a recorded result's
+    commands differ from the ones the spec makes now; ``""`` when both are the same."""
+    other = [name for name, key, cmd in (("training", "train_command", train),
+                                         ("test", "test_command", test))
+             if result.get(key) != _short(cmd)]
+    return " and ".join(other)
+
+
 def _seed_result(spec: dict[str, Any], row: dict[str, Any], seed: int, model_dir: Path,
                  recorded: dict[tuple[str, int], dict[str, Any]],
-                 source: dict[tuple[str, int], Path]) -> tuple[dict[str, Any] | None, tuple]:
-    """A (row, seed)'s finished result (its run folder's, else the recorded one with the same
-    training command), or ``None``; and its ``(exp, train, test, run_dir)``."""
+                 source: dict[tuple[str, int], Path], collect: bool
+                 ) -> tuple[dict[str, Any] | None, tuple]:
+    """A (row, seed)'s finished result (its run folder's, else the recorded one), made by
+    the training and test commands the spec makes now, or ``None``; and its ``(exp,
+    train, test, run_dir)``. A run folder finished by other commands is left out when
+    ``collect``, else a one-line :class:`ConfigError` (running would read it again)."""
     exp, train, test = row_commands(spec, row, seed, model_dir)
     run_dir = model_dir / exp
     done = run_dir / "bench_result.json"
     earlier = recorded.get((row["name"], seed))
-    if earlier is not None and earlier.get("train_command") != _short(train):
+    if earlier is not None and (other := _other_commands(earlier, train, test)):
         # the spec (or --model_dir) changed since: that number is not this row's
-        print(f"{exp}: {source[(row['name'], seed)]} records another training "
-              "command (changed spec or --model_dir), left out", flush=True)
+        print(f"{exp}: {source[(row['name'], seed)]} records another {other} command "
+              "(changed spec or --model_dir), left out", flush=True)
         earlier = None
-    if done.exists():
-        result = read_result(done)
+    folder = read_result(done) if done.exists() else None
+    if folder is not None and (other := _other_commands(folder, train, test)):
+        message = (f"{done}: a run of another {other} command than this spec's (the spec or "
+                   "--model_dir changed since)")
+        if not collect:  # running the row would only read that folder's result again
+            raise ConfigError(f"{message}: move its folder away, and the row's seed runs again")
+        print(f"{exp}: {message}, left out", flush=True)
+        folder = None
+    if folder is not None:
+        result = folder
         result["run_dir"] = str(run_dir)  # where it was found (it may have moved)
         result.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime)))
         print(f"{exp}: done earlier", flush=True)
@@ -818,7 +886,7 @@ def table_state(spec: dict[str, Any], selected: set[str], seeds: list[int] | Non
         for seed in sorted(set(wanted) | set(planned)
                            | {s for (name, s) in recorded if name == row["name"]}):
             result, (exp, train, test, run_dir) = _seed_result(spec, row, seed, model_dir,
-                                                               recorded, source)
+                                                               recorded, source, collect)
             if result is not None:
                 entry["seeds"].append(_with_curve(result))
             elif row["name"] in selected and seed in wanted and collect:
@@ -850,14 +918,17 @@ def main(argv=None) -> int:
                                          known_results(out, a.collect), False)
         print_status(pending, every, "the selected rows" if a.rows else "the table")
         return 0
-    ensure_registration(spec, rows, out, run=a.collect is None)
+    not_held_out = None
     if a.collect is None:  # a table that runs something keeps its scored list untouched
         check_isolation(spec, rows, f"--spec {spec_path}")
+    else:  # a table of runs made elsewhere says so when it was not held out
+        not_held_out = isolation_problem(spec)
+    ensure_registration(spec, rows, out, run=a.collect is None)
     _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
                              known_results(out, a.collect), a.collect is not None)
     run_pending(pending, sorted({p[1] for p in pending}), a.jobs,
                 lambda: write_outputs(spec, finished(), out, command), out,
                 bool(spec.get("test_teacher")) or spec.get("headline") == "teacher")
-    write_outputs(spec, finished(), out, command)
+    write_outputs(spec, finished(), out, command, not_held_out)
     print(f"wrote {out / 'results.md'}")
     return 0

@@ -33,7 +33,7 @@ class Comparison:
     pre-registered ``margin`` (``None``: secondary), the planned seeds scored case by case
     (``seeds``) and planned (``planned``) of each row, and, once both have a run, the
     paired difference ``diff`` of their headline models with its per-case differences
-    ``cases``."""
+    ``cases``. ``judged`` False: the table's scored list is not held out, no verdict."""
 
     a: str
     b: str
@@ -43,6 +43,7 @@ class Comparison:
     planned: tuple[int, int]
     diff: PairedDifference | None = None
     cases: dict[str, float] = field(default_factory=dict)
+    judged: bool = True
 
     @property
     def target(self) -> str:
@@ -59,6 +60,8 @@ class Comparison:
             return "not run yet"
         if self.margin is None:
             return "-"
+        if not self.judged:
+            return "no verdict (scored list not held out)"
         if short := self._seeds_short():
             return f"open ({', '.join(short)})"
         missed = self.shortfalls
@@ -75,19 +78,24 @@ class Comparison:
         0.012"``); empty unless the verdict is ``missed`` (met, secondary, not run, or open:
         nothing is judged before both rows have their planned seeds)."""
         d = self.diff
-        if d is None or self.margin is None or self._seeds_short():
+        if d is None or self.margin is None or not self.judged or self._seeds_short():
             return []
+        if not np.isfinite(d.se) and self.max_se:  # e.g. one seed: the seed part is unknown
+            se = (f"SE n/a > {self.max_se} (the seed part needs two seeds of each row)", True)
+        else:
+            se = (f"SE {d.se:.4f} > {self.max_se}", bool(self.max_se) and d.se > self.max_se)
         return [part for part, short_of in (
-            (f"D {d.mean:+.4f} < {self.margin:+.2f}", d.mean < self.margin),
-            (f"SE {d.se:.4f} > {self.max_se}", bool(self.max_se) and d.se > self.max_se))
+            (f"D {d.mean:+.4f} < {self.margin:+.2f}", not d.mean >= self.margin), se)
             if short_of]
 
 
-def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Comparison]:
+def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]],
+                 judged: bool = True) -> list[Comparison]:
     """The spec's ``comparisons`` (``{"a": row, "b": row, "target": margin}``: the
     pre-registered target is mean(A - B) >= margin with a standard error of at most the
     spec's ``max_se``; ``"target": null`` for a secondary one) on the headline models of
-    the finished runs (:mod:`cogrnet.evaluation.compare`)."""
+    the finished runs (:mod:`cogrnet.evaluation.compare`); ``judged`` False: no verdicts
+    (the scored list is not held out)."""
     teacher_first = spec.get("headline") == "teacher"
     by_name = {r["name"]: r for r in results}
 
@@ -114,7 +122,7 @@ def compare_rows(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[Co
                 raise ConfigError(f"comparison {c['a']} − {c['b']}: {err}") from None
         out.append(Comparison(c["a"], c["b"], c.get("target"), spec.get("max_se"),
                               (len(a), len(b)), (len(planned(c["a"])), len(planned(c["b"]))),
-                              diff, cases))
+                              diff, cases, judged))
     return out
 
 

@@ -2,7 +2,8 @@
 that counts both sources of noise: which cases were scored and which seeds were run.
 
 A row is a list of runs (one per seed), each a ``case ID -> Dice`` mapping. For rows A and
-B scored on the same cases ``c = 1..C``, with ``nA`` and ``nB`` seeds:
+B scored on the same cases ``c = 1..C`` (every run of both: a comparison refuses runs
+that scored different cases, or a case without a Dice), with ``nA`` and ``nB`` seeds:
 
 - ``d_c = mean_s A[s, c] - mean_s B[s, c]`` (the per-case difference of the seed means) and
   the estimate ``D = mean_c d_c``;
@@ -38,8 +39,17 @@ class PairedDifference:
 
 
 def _matrix(runs: Sequence[Run], cases: list[str]) -> np.ndarray:
-    """``(runs, cases)`` array of the Dice values."""
-    return np.array([[float(run[c]) for c in cases] for run in runs], dtype=float)
+    """``(runs, cases)`` array of the Dice values; a ValueError naming the case when one is
+    not a number (a case a run failed to score must not drop out of a comparison)."""
+    out = np.full((len(runs), len(cases)), np.nan)
+    for i, run in enumerate(runs):
+        for j, case in enumerate(cases):
+            value = run[case]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise ValueError(f"case {case} has no Dice ({value!r}) in run {i + 1}")
+            out[i, j] = value
+    return out
 
 
 def _var_over_n(values: np.ndarray) -> float:
@@ -48,34 +58,46 @@ def _var_over_n(values: np.ndarray) -> float:
     return float(np.var(values, ddof=1) / n) if n > 1 else math.nan
 
 
-def common_cases(*rows: Sequence[Run]) -> list[str]:
-    """The case IDs every run of every row scored, sorted."""
-    sets = [set(run) for runs in rows for run in runs]
-    return sorted(set.intersection(*sets)) if sets else []
+def scored_cases(*rows: Sequence[Run]) -> list[str]:
+    """The case IDs that every run of every row scored, sorted; a ValueError naming a case
+    when the runs did not all score the same cases (comparing on the cases they share would
+    drop, unseen, the cases some run lacks)."""
+    sets = [(set(run), k, i) for k, runs in enumerate(rows) for i, run in enumerate(runs)]
+    if not sets:
+        return []
+    every = set.union(*(s for s, _, _ in sets))
+    for cases, k, i in sets:
+        if missing := sorted(every - cases):
+            raise ValueError(f"run {i + 1} of row {'AB'[k] if len(rows) == 2 else k + 1} "
+                             f"did not score {len(missing)} case(s) the others did (e.g. "
+                             f"{missing[0]}): the runs must score the same cases")
+    return sorted(every)
 
 
-def _common_matrices(a: Sequence[Run], b: Sequence[Run]) -> tuple[list[str], np.ndarray,
-                                                                    np.ndarray]:
-    """``(cases, A, B)``: the common cases and each row's ``(runs, cases)`` Dice; a
-    ValueError when a row has no run or the rows share no case."""
+def _case_matrices(a: Sequence[Run], b: Sequence[Run]) -> tuple[list[str], np.ndarray,
+                                                                  np.ndarray]:
+    """``(cases, A, B)``: the scored cases (:func:`scored_cases`) and each row's
+    ``(runs, cases)`` Dice; a ValueError when a row has no run, the runs scored different
+    cases or none, or a Dice is missing."""
     if not a or not b:
         raise ValueError("each row needs at least one run")
-    cases = common_cases(a, b)
+    cases = scored_cases(a, b)
     if not cases:
-        raise ValueError("the two rows share no scored case")
+        raise ValueError("the two rows scored no case")
     return cases, _matrix(a, cases), _matrix(b, cases)
 
 
 def case_differences(a: Sequence[Run], b: Sequence[Run]) -> dict[str, float]:
-    """``d_c`` of the module docstring: for each common case, A's seed mean minus B's."""
-    cases, ma, mb = _common_matrices(a, b)
+    """``d_c`` of the module docstring: for each scored case, A's seed mean minus B's."""
+    cases, ma, mb = _case_matrices(a, b)
     return dict(zip(cases, (ma.mean(0) - mb.mean(0)).tolist()))
 
 
 def paired_difference(a: Sequence[Run], b: Sequence[Run]) -> PairedDifference:
-    """Row A minus row B over their common cases (module docstring for the formulas).
-    A ValueError when a row has no run or the rows share no case."""
-    cases, ma, mb = _common_matrices(a, b)
+    """Row A minus row B over their scored cases (module docstring for the formulas).
+    A ValueError when a row has no run, the runs did not all score the same cases, or a
+    Dice is missing."""
+    cases, ma, mb = _case_matrices(a, b)
     d = ma.mean(0) - mb.mean(0)
     var_cases = _var_over_n(d)
     var_seeds = _var_over_n(ma.mean(1)) + _var_over_n(mb.mean(1))
@@ -87,9 +109,10 @@ def paired_difference(a: Sequence[Run], b: Sequence[Run]) -> PairedDifference:
 def seed_gap(first: Sequence[Run], second: Sequence[Run]) -> tuple[float, float, int]:
     """``(mean, se, n)`` of the per-seed difference ``first - second`` of the case means,
     for two scorings of the same runs (e.g. the EMA teacher and the student of each seed):
-    the seeds are paired, ``se`` is over the seeds (NaN with one)."""
+    the seeds are paired, ``se`` is over the seeds (NaN with one). A ValueError when the
+    scorings differ in runs or in cases, or a Dice is missing."""
     if len(first) != len(second) or not first:
         raise ValueError("the two scorings need the same runs, at least one")
-    gaps = np.array([np.mean(list(x.values())) - np.mean(list(y.values()))
-                     for x, y in zip(first, second)])
+    cases = scored_cases(first, second)
+    gaps = _matrix(first, cases).mean(1) - _matrix(second, cases).mean(1)
     return float(gaps.mean()), math.sqrt(_var_over_n(gaps)), len(gaps)
