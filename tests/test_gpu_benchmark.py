@@ -60,7 +60,7 @@ def test_smoke_run_writes_the_report_and_collect_makes_its_table(phantom_root, t
     assert f"smoke_{ROW}_s1: recorded in {out / 'gpu_benchmark.json'}" in res.stdout
     assert f"| {ROW} | cogrnet | 2 |" in (tmp_path / "table" / "results.md").read_text()
     # commands made with another --model_dir are not these runs: left out, and said so
-    assert "records another training command" in collect(tmp_path / "elsewhere").stdout
+    assert "records another training and test command" in collect(tmp_path / "elsewhere").stdout
 
 
 def test_collect_names_a_bad_report_in_one_line(tmp_path):

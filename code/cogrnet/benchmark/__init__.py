@@ -430,16 +430,9 @@ def _command_lines(spec: dict[str, Any], results: list[dict[str, Any]]) -> list[
     return lines
 
 
-def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
-                  command: str, not_held_out: str | None = None) -> None:
-    """``results.md``, ``results.json``, ``val_dice.png`` (when some row has a validation
-    curve), ``case_dice.png`` (when some run recorded its Dice per case) and
-    ``comparisons.png`` (when a pre-registered comparison has runs) in ``out``.
-    ``not_held_out``: why the scored list is not held out (:func:`isolation_problem`); the
-    table then says so and its comparisons carry no verdict."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", {"spec": spec, "results": results})
-    teacher_first = spec.get("headline") == "teacher"
+def _header(spec: dict[str, Any], command: str, not_held_out: str | None) -> list[str]:
+    """The lines above the table: title, command and date, notes, units, and whether the
+    scored list was held out (:func:`write_outputs`)."""
     lines = [f"# {spec.get('title', 'Benchmark')}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; rows finished by "
              "earlier runs of the spec are kept (the *measured* column gives each row's date).", "",
@@ -451,7 +444,20 @@ def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path
     if not_held_out:
         lines += [f"**Not a held-out table**: {not_held_out}. Its comparisons carry no "
                   "verdict.", ""]
-    lines += _main_table(results, teacher_first)
+    return lines
+
+
+def write_outputs(spec: dict[str, Any], results: list[dict[str, Any]], out: Path,
+                  command: str, not_held_out: str | None = None) -> None:
+    """``results.md``, ``results.json``, ``val_dice.png`` (when some row has a validation
+    curve), ``case_dice.png`` (when some run recorded its Dice per case) and
+    ``comparisons.png`` (when a pre-registered comparison has runs) in ``out``.
+    ``not_held_out``: why the scored list is not held out (:func:`isolation_problem`); the
+    table then says so and its comparisons carry no verdict."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", {"spec": spec, "results": results})
+    teacher_first = spec.get("headline") == "teacher"
+    lines = _header(spec, command, not_held_out) + _main_table(results, teacher_first)
     missing = [r["name"] for r in results if not r["seeds"]]
     if any(s.get("resumed") for r in results for s in r["seeds"]):
         lines += ["", "\\* some seeds were resumed from a checkpoint (their wall time covers "
