@@ -82,6 +82,25 @@ def test_defaults_from_a_checkpoint_config():
     assert s.record()["protocol"] == "fast (overlap)"
 
 
+def test_a_custom_model_keeps_its_strides_when_custom_is_named():
+    """``custom``'s preset strides are for LA's patch (56, 56, 40): a custom model keeps the
+    half-patch strides it records even with ``--dataset custom``; a preset's strides wider
+    than the model's patch (they would leave voxels between windows unpredicted) are cut to
+    it; such strides given as flags are refused in one line."""
+    record = _ckpt(strides=[16, 16, 8])
+    for named in (False, True):
+        assert InferenceSettings.from_checkpoint(record, "b.pth", InferenceFlags(),
+                                                 get_preset("custom"), named,
+                                                 CPU).strides == (16, 16, 8)
+    assert InferenceSettings.from_checkpoint(_ckpt(), "b.pth", InferenceFlags(),
+                                             get_preset("custom"), True,
+                                             CPU).strides == (32, 32, 16)
+    with pytest.raises(ConfigError, match=r"strides \[40, 40, 8\] are larger than the "
+                                          r"window \[32, 32, 16\]"):
+        InferenceSettings.from_checkpoint(_ckpt(), "b.pth", InferenceFlags(stride_xy=40),
+                                          get_preset("phantom"), False, CPU)
+
+
 def test_a_bad_checkpoint_patch_names_the_file():
     with pytest.raises(DataError, match="b.pth: config patch_size"):
         InferenceSettings.from_checkpoint(_ckpt(patch_size=[32, 32]), "b.pth",

@@ -19,7 +19,9 @@ def test_window_starts_reference_formula():
     assert window_starts(183, 112, 18) == [0, 18, 36, 54, 71]
     assert window_starts(88, 80, 4) == [0, 4, 8]
     assert window_starts(10, 4, 3) == [0, 3, 6]
-    assert window_starts(10, 4, 100) == [0, 6]
+    assert window_starts(10, 4, 4) == [0, 4, 6] and window_starts(4, 4, 100) == [0]
+    with pytest.raises(ConfigError, match="stride 100 is larger than the patch 4"):
+        window_starts(10, 4, 100)  # [0, 6] would leave voxels 4 and 5 without a window
     with pytest.raises(ConfigError):
         window_starts(5, 8, 2)
     grid = window_grid((183, 140, 88), (112, 112, 80), (18, 18, 4))

@@ -37,16 +37,22 @@ def inference_preset(config: dict[str, Any] | None, dataset: str | None = None,
 
 def inference_strides(config: dict[str, Any] | None, preset: DatasetPreset,
                       stride_xy: int | None = None, stride_z: int | None = None,
-                      preset_given: bool = False) -> tuple[int, int, int]:
+                      preset_given: bool = False,
+                      patch: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
     """Sliding-window strides ``(X, Y, Z)`` in voxels: the flags when given, else the
     strides the checkpoint records (``custom`` models: made from their data), else the
     preset's; a preset named on the command line (``preset_given``) wins over the
-    checkpoint's record."""
+    checkpoint's record, except ``custom``, whose strides are made from each dataset's
+    patch (its preset's are for LA's patch). A preset's strides are for the preset's own
+    patch: with the model's ``patch`` given, they are cut to it (wider ones would leave
+    voxels between windows without a prediction)."""
     recorded = (config or {}).get("strides")
-    if recorded is not None and not preset_given:
+    if recorded is not None and (not preset_given or preset.name == "custom"):
         rxy, rz = int(recorded[0]), int(recorded[2])
     else:
         rxy, rz = preset.stride_xy, preset.stride_z
+        if patch is not None:
+            rxy, rz = min(rxy, patch[0], patch[1]), min(rz, patch[2])
     sxy = stride_xy if stride_xy is not None else rxy
     sz = stride_z if stride_z is not None else rz
     return sxy, sxy, sz
@@ -168,7 +174,7 @@ class InferenceSettings:
         CUDA unless ``flags.amp`` says otherwise."""
         patch = checkpoint_patch(ckpt, path)
         strides = None if flags.overlap is not None else inference_strides(
-            ckpt["config"], preset, flags.stride_xy, flags.stride_z, preset_given)
+            ckpt["config"], preset, flags.stride_xy, flags.stride_z, preset_given, patch)
         use_amp = (device.type == "cuda") if flags.amp is None else bool(flags.amp)
         return cls(patch, strides, flags.overlap, flags.mode, flags.sw_batch_size,
                    flags.keep_largest, device, use_amp)

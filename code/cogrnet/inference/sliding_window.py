@@ -33,15 +33,19 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     """Start indices of the windows along one axis of length ``size`` (>= ``patch``).
 
     ``ceil((size - patch) / stride) + 1`` windows at ``i * stride``, the last one clamped to
-    ``size - patch`` so that the windows cover the axis exactly (the reference protocol)."""
+    ``size - patch`` so that the windows cover the axis exactly (the reference protocol); a
+    ConfigError when a stride above the patch would leave voxels between two windows."""
     if patch < 1 or stride < 1:
         raise ConfigError(f"window: patch ({patch}) and stride ({stride}) must be >= 1")
     if size < patch:
         raise ConfigError(f"window: axis of length {size} is shorter than the patch {patch} "
                           "(pad it first)")
     n = math.ceil((size - patch) / stride) + 1
-    starts = [min(i * stride, size - patch) for i in range(n)]
-    return sorted(set(starts))
+    starts = sorted({min(i * stride, size - patch) for i in range(n)})
+    if any(b - a > patch for a, b in zip(starts, starts[1:])):
+        raise ConfigError(f"window: stride {stride} is larger than the patch {patch}: the "
+                          "voxels between two windows would get no prediction")
+    return starts
 
 
 def window_grid(shape: Sequence[int], patch: Sequence[int],
@@ -120,7 +124,8 @@ def pad_to_patch(volume: torch.Tensor, patch: Sequence[int]
 def resolve_strides(roi_size: Sequence[int], overlap: float | None,
                     strides: Sequence[int] | None) -> tuple[int, ...]:
     """The strides in voxels the windows of ``roi_size`` are slid by: those of ``overlap``
-    when given, else ``strides`` (one per axis, each >= 1), else those of overlap 0.5."""
+    when given, else ``strides`` (one per axis, each in [1, the window's size]), else those
+    of overlap 0.5."""
     if overlap is not None:
         return strides_from_overlap(roi_size, overlap)
     if strides is None:
@@ -128,6 +133,10 @@ def resolve_strides(roi_size: Sequence[int], overlap: float | None,
     strides = tuple(int(s) for s in strides)
     if len(strides) != len(roi_size) or min(strides) < 1:
         raise ConfigError(f"strides {list(strides)}: need {len(roi_size)} values >= 1")
+    if any(s > p for s, p in zip(strides, roi_size)):
+        raise ConfigError(f"strides {list(strides)} are larger than the window "
+                          f"{list(roi_size)}: the voxels between two windows would get no "
+                          "prediction (give strides at most the patch, or --overlap)")
     return strides
 
 
