@@ -501,6 +501,22 @@ def test_train_resume_with_other_architecture_damages_nothing(bad_root, trained_
     assert tree_digest(run) == before
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--seed", "7"], "seed 1337 (checkpoint) vs 7"),
+    (["--base_lr", "0.02"], "base_lr 0.01 (checkpoint) vs 0.02"),
+    (["--consistency_rampup", "0.4"], "consistency_rampup 1.0 (checkpoint) vs 0.4"),
+])
+def test_train_resume_with_other_training_settings_is_refused(bad_root, trained_run, tmp_path,
+                                                              flags, message):
+    """A --resume that would train the rest of the run otherwise (one run made of two) is
+    refused in one line and changes nothing; the run's length may change (said in the log)."""
+    run = _copy_run(trained_run, tmp_path)
+    before = tree_digest(run)
+    argv = _train_argv(bad_root, tmp_path, ["good_a", "good_b"], "--resume", *flags)
+    assert_one_line_error(call(TRAIN, argv), "--resume", str(run / "last.pth"), message)
+    assert tree_digest(run) == before
+
+
 @pytest.mark.parametrize("bad,message", [
     ("foreign", "not a CoGRNet checkpoint"),
     ("corrupt", "corrupt or unreadable checkpoint"),

@@ -94,7 +94,8 @@ def test_two_process_ddp_resume(phantom_root, tmp_path):
     again = _torchrun(base + ["--max_iteration", "5", "--resume"], tmp_path / "torchrun_again", env)
     assert again.returncode == 0, again.stderr[-6000:]
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 5
-    assert "resumed from" in (tmp_path / "ddp" / "log.txt").read_text()
+    log = (tmp_path / "ddp" / "log.txt").read_text()
+    assert "resumed from" in log and "another run length (max_iteration 3 -> 5)" in log
 
 
 def _children(pid: int) -> dict[int, list[bytes]]:

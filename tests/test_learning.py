@@ -88,7 +88,16 @@ def test_lr_schedule_single_stage(phantoms8, tmp_path):
 
 
 def test_overwrite_starts_a_fresh_metrics_record(phantoms8, tmp_path):
+    """``--overwrite`` starts over: nothing of the earlier run stays to be taken for this
+    one (its metrics, log lines, TensorBoard events, stage-best checkpoints)."""
     args = ["--method", "sup", "--max_iteration", "2", "--batch_size", "2", "--val_list", "none"]
     _run(phantoms8, tmp_path, "o", *args)
+    run = tmp_path / "o"
+    (run / "pretrain_best.pth").write_bytes((run / "best.pth").read_bytes())  # a cogrnet run's
+    earlier = run / "tb" / "events.out.tfevents.1.earlier"  # named apart from this run's
+    next((run / "tb").iterdir()).rename(earlier)
     rows = _run(phantoms8, tmp_path, "o", *args, "--overwrite")
     assert [r["iteration"] for r in rows] == [1, 2]
+    assert (run / "log.txt").read_text().count(f"run {run} on ") == 1
+    assert not earlier.exists() and not (run / "pretrain_best.pth").exists()
+    assert (run / "best.pth").exists()  # this run's own

@@ -262,7 +262,9 @@ class TrainConfig:
     image_interval: int = flag(200, RUN, "TensorBoard image snapshots",
                                check=every_one_or_more)
     resume: bool = flag(False, RUN, "continue <out_root>/<exp>/last.pth")
-    overwrite: bool = flag(False, RUN, "start over in an existing run folder")
+    overwrite: bool = flag(False, RUN, "start over in an existing run folder (its earlier log, "
+                                      "metrics, TensorBoard events and checkpoints are "
+                                      "removed)")
     progress: bool = True
     # sliding-window strides of test.py / predict.py for this model (voxels X, Y, Z)
     strides: list[int] = field(default_factory=lambda: [18, 18, 4])

@@ -22,7 +22,17 @@ from .state import RunState
 
 LAST = "last.pth"
 LAST_PREV = "last_prev.pth"  # the generation of last.pth before the newest
-RESUME_KEYS = ("method", "network", "intensity")
+#: the settings that define what a run trains: a --resume with another value of any would
+#: make one run of two (a checkpoint without a key, from an older version: not compared)
+RESUME_KEYS = ("method", "network", "intensity", "dataset", "num_classes", "labelnum",
+               "label_source", "coarse_mode", "confidence_weighting", "val_list", "augment",
+               "patch_size", "batch_size", "labeled_bs", "base_lr", "momentum",
+               "weight_decay", "lr_step", "pre_lr_step", "lr_gamma", "ema_decay", "u_weight",
+               "fa_ratio", "fa_ratio_range", "pre_fa_ratio", "pseudo_lcc",
+               "pre_mix_directions", "dice", "student_forwards", "consistency",
+               "consistency_rampup", "uamt_passes", "handover", "seed")
+#: the run's length: a --resume may change it (to train on), said in the log
+LENGTH_KEYS = ("max_iteration", "pre_max_iteration", "self_max_iteration")
 RUN_STATE_KEYS = ("optimizer", "iteration", "stage", "extra")  # what a resume reads
 _KEY_DEFAULTS = {"intensity": "none"}  # settings older checkpoints do not record
 
@@ -76,17 +86,19 @@ def _check_run_state(path: Path, ckpt: dict[str, Any], stages: Sequence[Stage],
 
 
 def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None = None,
-                 stages: Sequence[Stage] = ()) -> None:
+                 stages: Sequence[Stage] = ()) -> list[str]:
     """Before a ``--resume`` run writes anything: ``path`` (the run's ``last.pth``, else
-    ``previous``: see :func:`resume_checkpoint`) must be an intact checkpoint of the same
-    method and network as ``cfg``, holding a run's state (a teacher where its stage, one of
-    ``stages``, has one); a one-line error naming the file and the differing settings or
-    what it lacks otherwise. A damaged ``last.pth`` is refused, naming ``previous`` when that
-    one is good. No file: nothing to check."""
+    ``previous``: see :func:`resume_checkpoint`) must be an intact checkpoint made with the
+    same :data:`RESUME_KEYS` settings as ``cfg``, holding a run's state (a teacher where its
+    stage, one of ``stages``, has one); a one-line error naming the file and the differing
+    settings or what it lacks otherwise. A damaged ``last.pth`` is refused, naming
+    ``previous`` when that one is good. Returns the changes of the run's length
+    (:data:`LENGTH_KEYS`, ``"max_iteration 3 -> 5"``), which a resume may make. No file:
+    nothing to check."""
     last = Path(path)
     path = resume_checkpoint(last, previous if previous is not None else last)
     if path is None:
-        return
+        return []
     try:
         ckpt = load_checkpoint(path, map_location="cpu")
     except DataError as err:
@@ -96,6 +108,8 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
     old, new = ckpt["config"], cfg.to_dict()
     diffs = []
     for key in RESUME_KEYS:
+        if key not in old and key not in _KEY_DEFAULTS:
+            continue  # an older checkpoint that does not record it
         a, b = old.get(key, _KEY_DEFAULTS.get(key)), new[key]
         if a == b:
             continue
@@ -109,6 +123,8 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
                           f"{'; '.join(diffs)} (pass the run's own settings, or --overwrite "
                           "to start over)")
     _check_run_state(path, ckpt, stages, cfg.method)
+    return [f"{key} {old[key]} -> {new[key]}" for key in LENGTH_KEYS
+            if key in old and old[key] != new[key]]
 
 
 def save_run(run_dir: Path, name: str, run: RunState, config: dict[str, Any], stage: str,

@@ -130,28 +130,44 @@ class Recorder:
         self.writer: Any = None  # the TensorBoard writer, from :meth:`open_run_files`
         self.timing: dict[str, dict[str, Any]] = {}  # per stage: it/s, data-wait fraction
 
-    def open_log(self) -> None:
-        """``log.txt`` in the run folder plus the console; other ranks log warnings only."""
+    def starts_over(self, cfg: TrainConfig) -> bool:
+        """Whether this run starts from scratch (no ``--resume``, or nothing to resume):
+        then what an earlier run left in the folder is not this run's."""
+        return not (cfg.resume and resume_checkpoint(self.run_dir / LAST,
+                                                     self.run_dir / LAST_PREV))
+
+    def open_log(self, cfg: TrainConfig) -> None:
+        """``log.txt`` in the run folder (started afresh when the run starts over) plus the
+        console; other ranks log warnings only."""
         LOG.setLevel(logging.INFO if self.is_main else logging.WARNING)
         for handler in list(LOG.handlers):
             LOG.removeHandler(handler)
             handler.close()
         if not self.is_main:
             return
-        log_file = _LogFile(self.run_dir / "log.txt")
+        log_file = _LogFile(self.run_dir / "log.txt", mode="w" if self.starts_over(cfg) else "a")
         log_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         LOG.addHandler(log_file)
         LOG.addHandler(_ConsoleHandler())
         LOG.propagate = False
 
     def open_run_files(self, cfg: TrainConfig) -> None:
-        """On rank 0: ``config.json``, a fresh ``metrics.jsonl`` (and no old checkpoint
-        generations) unless resuming, and the TensorBoard writer."""
+        """On rank 0: ``config.json``, the TensorBoard writer and, when the run starts over
+        (``--overwrite``, or a folder without a checkpoint), none of an earlier run's
+        metrics, environment lines, checkpoints (``last.pth`` and its previous generation,
+        the stage-best ``*best.pth``: not this run's model) or TensorBoard events."""
         if not self.is_main:
             return
-        if not (cfg.resume and resume_checkpoint(self.run_dir / LAST, self.run_dir / LAST_PREV)):
-            for name in (METRICS, ENVIRONMENT, LAST, LAST_PREV):  # --overwrite: start over
-                (self.run_dir / name).unlink(missing_ok=True)
+        if self.starts_over(cfg):
+            old = [self.run_dir / n for n in (METRICS, ENVIRONMENT, LAST, LAST_PREV)]
+            for path in old + sorted(self.run_dir.glob("*best.pth")):
+                path.unlink(missing_ok=True)
+            try:
+                shutil.rmtree(self.run_dir / "tb", ignore_errors=False)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise write_error(self.run_dir / "tb", err) from err
         write_json_atomic(self.run_dir / "config.json", cfg.to_dict(), sort_keys=True)
         from tensorboardX import SummaryWriter
 

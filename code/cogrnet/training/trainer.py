@@ -121,9 +121,15 @@ class Trainer:
         self.run_dir, self._lock = prepare_run_dir(cfg, lock=self.is_main)
         self.recorder = Recorder(self.run_dir, self.is_main, cfg.image_interval)
         try:
+            lengths = []  # the run's length, changed by this --resume
             if cfg.resume:  # an incompatible or damaged last.pth fails before any write
-                check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV, self.stages)
-            self.recorder.open_log()
+                lengths = check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV,
+                                       self.stages)
+            self.recorder.open_log(cfg)
+            if lengths:
+                LOG.warning(f"--resume with another run length ({', '.join(lengths)}): the "
+                            "ramps over the run (consistency weight, UA-MT's threshold) follow "
+                            "the new length from here")
             seed_everything(cfg.seed, deterministic=cfg.deterministic)
             self.store = CaseStore(cfg.root_path, num_classes=cfg.num_classes,
                                    intensity=cfg.intensity)
