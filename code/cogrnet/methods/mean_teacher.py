@@ -70,7 +70,10 @@ class UAMT(MeanTeacher):
         T = self.cfg.uamt_passes
         teacher = ctx.teacher
         was_training = teacher.training
-        teacher.train()  # dropout on: stochastic passes (BN statistics are EMA-overwritten)
+        # train mode, as UA-MT's code keeps its teacher: dropout on, BatchNorm on batch
+        # statistics; each pass also moves the teacher's running statistics toward this
+        # batch's (update_ema then blends them at the decay with the student's)
+        teacher.train()
         probs = []
         with torch.no_grad(), ctx.autocast():
             probs.append(torch.softmax(teacher(_noisy(u)).float(), 1))
