@@ -13,6 +13,7 @@ import pytest
 
 import cogrnet.benchmark as benchmark
 from conftest import CODE
+from cogrnet.errors import ConfigError
 
 
 def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
@@ -268,6 +269,25 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()
+
+
+def test_a_run_folder_of_other_commands_blocks_only_its_own_row(tmp_path):
+    """A finished run folder made by other commands is left out of the table; only running
+    that (row, seed) is refused (it would read that folder again), not the other rows."""
+    spec = {"title": "t", "prefix": "b", "seeds": [1], "common": {"dataset": "phantom"},
+            "rows": [{"name": "a", "args": {"method": "sup", "max_iteration": 2}},
+                     {"name": "c", "args": {"method": "sup", "max_iteration": 3}}]}
+    runs = tmp_path / "runs"
+    _fake_run(runs, spec, spec["rows"][1], 1)
+    done = runs / "b_c_s1" / "bench_result.json"
+    done.write_text(json.dumps(dict(json.loads(done.read_text()), test_command="other")))
+    for selected, collect in (({"a"}, False), ({"c"}, True)):
+        results, pending = benchmark.table_state(spec, selected, None, runs, ({}, {}), collect)
+        assert [len(r["seeds"]) for r in results] == [0, 0]
+        assert [p[2] for p in pending] == (["b_a_s1"] if not collect else [])
+    with pytest.raises(ConfigError, match=f"^{done}: a run of another test command than this "
+                                          "spec's .*: move its folder away"):
+        benchmark.table_state(spec, {"c"}, None, runs, ({}, {}), False)
 
 
 def test_status_estimates_a_row_not_measured_yet_at_a_row_of_its_method(tmp_path, capsys):

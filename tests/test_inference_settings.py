@@ -95,6 +95,9 @@ def test_a_custom_model_keeps_its_strides_when_custom_is_named():
     assert InferenceSettings.from_checkpoint(_ckpt(), "b.pth", InferenceFlags(),
                                              get_preset("custom"), True,
                                              CPU).strides == (32, 32, 16)
+    assert InferenceSettings.from_checkpoint(  # la's recorded 18/18/4 on a 16-voxel patch
+        _ckpt(strides=[18, 18, 4], patch_size=[16, 16, 16]), "b.pth", InferenceFlags(),
+        get_preset("la"), False, CPU).strides == (16, 16, 4)
     with pytest.raises(ConfigError, match=r"strides \[40, 40, 8\] are larger than the "
                                           r"window \[32, 32, 16\]"):
         InferenceSettings.from_checkpoint(_ckpt(), "b.pth", InferenceFlags(stride_xy=40),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cogrnet.errors import ConfigError
+
 from cogrnet.training.config import parse_config
 from cogrnet.training.trainer import Trainer
 
@@ -96,8 +98,28 @@ def test_overwrite_starts_a_fresh_metrics_record(phantoms8, tmp_path):
     (run / "pretrain_best.pth").write_bytes((run / "best.pth").read_bytes())  # a cogrnet run's
     earlier = run / "tb" / "events.out.tfevents.1.earlier"  # named apart from this run's
     next((run / "tb").iterdir()).rename(earlier)
+    # an --overwrite that fails before its first step leaves the earlier run whole
+    log = (run / "log.txt").read_text()
+    with pytest.raises(ConfigError, match="--labelnum 99"):  # found after the log is open
+        _run(phantoms8, tmp_path, "o", *args, "--overwrite", "--labelnum", "99")
+    assert (run / "log.txt").read_text() == log and earlier.exists()
     rows = _run(phantoms8, tmp_path, "o", *args, "--overwrite")
     assert [r["iteration"] for r in rows] == [1, 2]
     assert (run / "log.txt").read_text().count(f"run {run} on ") == 1
     assert not earlier.exists() and not (run / "pretrain_best.pth").exists()
     assert (run / "best.pth").exists()  # this run's own
+
+
+def test_resume_may_lengthen_a_run_but_not_redo_its_finished_pre_training(phantoms8, tmp_path):
+    """A resumed run may train longer (said in the log); a longer pre-training of a run past
+    it would pre-train the self-trained student again: refused in one line."""
+    args = ["--method", "cogrnet", "--pre_max_iteration", "1", "--self_max_iteration", "1",
+            "--val_list", "none"]
+    _run(phantoms8, tmp_path, "c", *args)
+    with pytest.raises(ConfigError, match=r"pre_max_iteration 1 \(checkpoint, past its "
+                                          r"pre-training\) vs 2"):
+        _run(phantoms8, tmp_path, "c", *args, "--resume", "--pre_max_iteration", "2")
+    rows = _run(phantoms8, tmp_path, "c", *args, "--resume", "--self_max_iteration", "2")
+    assert [r["iteration"] for r in rows if "lr" in r] == [1, 2, 3]
+    assert "another run length (self_max_iteration 1 -> 2)" in (tmp_path / "c" / "log.txt"
+                                                                ).read_text()

@@ -138,3 +138,15 @@ def test_the_copy_paste_candidates_reach_the_config_and_conflicts_are_one_line()
     assert (DEFAULTS.dice, DEFAULTS.student_forwards) == ("pooled_squared", 1)  # the reference
     with pytest.raises(ConfigError, match="--student_forwards 2 and --cuda_graphs student"):
         parse_config(["--student_forwards", "2", "--cuda_graphs", "student"])
+
+
+def test_the_settings_a_resume_keeps_are_config_fields():
+    """What ``--resume`` compares (every method's and each method's own settings) names
+    fields of the config, each once."""
+    from cogrnet.training.checkpoint import LENGTH_KEYS, RESUME_KEYS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, method in METHODS.items():
+        keys = RESUME_KEYS + method.settings
+        assert set(keys) <= fields and len(set(keys)) == len(keys), name
+        assert not set(keys) & set(LENGTH_KEYS), name

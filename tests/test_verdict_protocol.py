@@ -197,6 +197,10 @@ def test_a_spec_that_never_touches_its_scored_list_is_accepted(tmp_path):
     benchmark.check_isolation(spec, spec["rows"], "spec")
     verdict = json.loads((CODE.parent / "benchmarks" / "la_half_verdict.json").read_text())
     benchmark.check_isolation(verdict, verdict["rows"], "la_half_verdict.json")
+    # without lists_dir the lists are where the scripts look: the dataset preset's (data/LA)
+    del verdict["common"]["lists_dir"]
+    benchmark.check_isolation(verdict, verdict["rows"], "la_half_verdict.json")
+    assert benchmark.isolation_problem(verdict) is None
 
 
 @pytest.mark.parametrize("change,message", [

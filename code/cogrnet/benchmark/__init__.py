@@ -130,6 +130,17 @@ def _repo_path(path: str | None) -> str | None:
     return None if path is None else str(REPO_ROOT / path)
 
 
+def _list_places(args: dict[str, Any], split: str) -> tuple[str, str, str | None]:
+    """``(root, split, lists_dir)`` where a script given ``args`` looks for the list file
+    of ``split``: its ``root_path`` and ``lists_dir``, else its dataset preset's."""
+    from cogrnet.inference.settings import inference_preset
+
+    preset = inference_preset(None, args.get("dataset"), args.get("root_path"))
+    root = args.get("root_path") or preset.root_path or "."
+    lists = args.get("lists_dir") if args.get("lists_dir") is not None else preset.lists_dir
+    return str(_repo_path(root)), split, _repo_path(lists)
+
+
 def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str) -> None:
     """The scored list is never trained on and never picks a checkpoint: for each row, no
     scored ID is a training ID (the train list minus the row's validation list, labeled or
@@ -144,9 +155,8 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
         args = row_args(spec, row)
         scoring = scoring_args(spec, args)  # the test command's list, where test.py finds it
         split = str(scoring.get("split", "test"))
-        scored = set(read_list(find_list(_repo_path(scoring.get("root_path")) or ".", split,
-                                         _repo_path(scoring.get("lists_dir")))))
-        root, lists = _repo_path(args.get("root_path")) or ".", _repo_path(args.get("lists_dir"))
+        scored = set(read_list(find_list(*_list_places(scoring, split))))
+        root, _, lists = _list_places(args, "train")
         train = read_list(find_list(root, "train", lists))
         val, _ = validation_ids(root, lists, str(args.get("val_list", "auto")), train)
         held_out = set(val)
@@ -838,12 +848,13 @@ def _other_commands(result: dict[str, Any], train: list[str], test: list[str]) -
 
 def _seed_result(spec: dict[str, Any], row: dict[str, Any], seed: int, model_dir: Path,
                  recorded: dict[tuple[str, int], dict[str, Any]],
-                 source: dict[tuple[str, int], Path], collect: bool
+                 source: dict[tuple[str, int], Path], to_run: bool
                  ) -> tuple[dict[str, Any] | None, tuple]:
     """A (row, seed)'s finished result (its run folder's, else the recorded one), made by
     the training and test commands the spec makes now, or ``None``; and its ``(exp,
-    train, test, run_dir)``. A run folder finished by other commands is left out when
-    ``collect``, else a one-line :class:`ConfigError` (running would read it again)."""
+    train, test, run_dir)``. A run folder finished by other commands is left out, or, when
+    the (row, seed) is ``to_run``, a one-line :class:`ConfigError` (running it would only
+    read that folder's result again)."""
     exp, train, test = row_commands(spec, row, seed, model_dir)
     run_dir = model_dir / exp
     done = run_dir / "bench_result.json"
@@ -857,7 +868,7 @@ def _seed_result(spec: dict[str, Any], row: dict[str, Any], seed: int, model_dir
     if folder is not None and (other := _other_commands(folder, train, test)):
         message = (f"{done}: a run of another {other} command than this spec's (the spec or "
                    "--model_dir changed since)")
-        if not collect:  # running the row would only read that folder's result again
+        if to_run:
             raise ConfigError(f"{message}: move its folder away, and the row's seed runs again")
         print(f"{exp}: {message}, left out", flush=True)
         folder = None
@@ -891,8 +902,9 @@ def table_state(spec: dict[str, Any], selected: set[str], seeds: list[int] | Non
         wanted = seeds or planned
         for seed in sorted(set(wanted) | set(planned)
                            | {s for (name, s) in recorded if name == row["name"]}):
+            to_run = row["name"] in selected and seed in wanted and not collect
             result, (exp, train, test, run_dir) = _seed_result(spec, row, seed, model_dir,
-                                                               recorded, source, collect)
+                                                               recorded, source, to_run)
             if result is not None:
                 entry["seeds"].append(_with_curve(result))
             elif row["name"] in selected and seed in wanted and collect:
@@ -924,16 +936,14 @@ def main(argv=None) -> int:
                                          known_results(out, a.collect), False)
         print_status(pending, every, "the selected rows" if a.rows else "the table")
         return 0
-    not_held_out = None
     if a.collect is None:  # a table that runs something keeps its scored list untouched
         check_isolation(spec, rows, f"--spec {spec_path}")
-    else:  # a table of runs made elsewhere says so when it was not held out
-        not_held_out = isolation_problem(spec)
+    not_held_out = isolation_problem(spec)  # the table holds every row: it says so, if any
     ensure_registration(spec, rows, out, run=a.collect is None)
     _, pending = table_state(spec, {r["name"] for r in rows}, a.seeds, model_dir,
                              known_results(out, a.collect), a.collect is not None)
     run_pending(pending, sorted({p[1] for p in pending}), a.jobs,
-                lambda: write_outputs(spec, finished(), out, command), out,
+                lambda: write_outputs(spec, finished(), out, command, not_held_out), out,
                 bool(spec.get("test_teacher")) or spec.get("headline") == "teacher")
     write_outputs(spec, finished(), out, command, not_held_out)
     print(f"wrote {out / 'results.md'}")

@@ -43,16 +43,16 @@ def inference_strides(config: dict[str, Any] | None, preset: DatasetPreset,
     strides the checkpoint records (``custom`` models: made from their data), else the
     preset's; a preset named on the command line (``preset_given``) wins over the
     checkpoint's record, except ``custom``, whose strides are made from each dataset's
-    patch (its preset's are for LA's patch). A preset's strides are for the preset's own
-    patch: with the model's ``patch`` given, they are cut to it (wider ones would leave
-    voxels between windows without a prediction)."""
+    patch (its preset's are for LA's patch). The record and the preset's strides are for
+    the preset's patch: with the model's ``patch`` given, they are cut to it (wider ones
+    would leave voxels between windows without a prediction); flags are taken as given."""
     recorded = (config or {}).get("strides")
     if recorded is not None and (not preset_given or preset.name == "custom"):
         rxy, rz = int(recorded[0]), int(recorded[2])
     else:
         rxy, rz = preset.stride_xy, preset.stride_z
-        if patch is not None:
-            rxy, rz = min(rxy, patch[0], patch[1]), min(rz, patch[2])
+    if patch is not None:
+        rxy, rz = min(rxy, patch[0], patch[1]), min(rz, patch[2])
     sxy = stride_xy if stride_xy is not None else rxy
     sz = stride_z if stride_z is not None else rz
     return sxy, sxy, sz

@@ -74,6 +74,9 @@ class Method:
     #: instead of one stage of ``max_iteration``
     two_stage = False
     defaults = MethodDefaults()
+    #: the settings this method's training reads beyond those every method does
+    #: (:data:`cogrnet.training.checkpoint.RESUME_KEYS`): a ``--resume`` must keep them
+    settings: tuple[str, ...] = ()
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg

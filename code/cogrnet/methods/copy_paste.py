@@ -41,6 +41,9 @@ class CoGRNet(Method):
     two_stage = True
     #: BCP's LA batch; the iteration counts are the dataset preset's
     defaults = MethodDefaults(batch_size=8, labeled_bs=4)
+    settings = ("dice", "student_forwards", "fa_ratio", "fa_ratio_range", "u_weight",
+                "pseudo_lcc", "pre_mix_directions", "pre_fa_ratio", "ema_decay", "handover",
+                "pre_lr_step")
 
     @classmethod
     def configure(cls, cfg: TrainConfig) -> TrainConfig:

@@ -23,6 +23,7 @@ class MeanTeacher(Method):
     name = "mt"
     #: UA-MT's LA setup
     defaults = MethodDefaults(batch_size=4, labeled_bs=2, la_iterations={"max_iteration": 6000})
+    settings = ("dice", "consistency", "consistency_rampup", "ema_decay")
 
     def stages(self) -> list[Stage]:
         return [Stage("train", self.cfg.max_iteration, unlabeled=True, teacher=True)]
@@ -65,6 +66,7 @@ class MeanTeacher(Method):
 
 class UAMT(MeanTeacher):
     name = "uamt"
+    settings = MeanTeacher.settings + ("uamt_passes",)
 
     def _teacher_probs(self, ctx: StepContext, u: torch.Tensor):
         T = self.cfg.uamt_passes

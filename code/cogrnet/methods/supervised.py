@@ -10,6 +10,7 @@ from .losses import ce_dice
 class Supervised(Method):
     name = "sup"
     defaults = MethodDefaults(batch_size=4, labeled_bs=4, la_iterations={"max_iteration": 6000})
+    settings = ("dice",)
 
     @classmethod
     def configure(cls, cfg: TrainConfig) -> TrainConfig:

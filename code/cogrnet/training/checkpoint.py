@@ -1,7 +1,8 @@
 """A training run's checkpoints, written and read back: ``last.pth`` (what ``--resume``
 continues, with the optimizer; the generation before it is kept as ``last_prev.pth``) and each
-stage's best (weights only), and what ``--resume`` checks: the run's ``last.pth`` (or the
-generation before it) must be an intact checkpoint of the same method and network. The
+stage's best (the weights, the teacher's too where the stage has one), and what ``--resume``
+checks: the run's ``last.pth`` (or the generation before it) must be an intact checkpoint
+made with the same settings (:data:`RESUME_KEYS`, the method's own). The
 checkpoint format and its atomic, checksummed file: :mod:`cogrnet.checkpoints`.
 """
 from __future__ import annotations
@@ -22,15 +23,13 @@ from .state import RunState
 
 LAST = "last.pth"
 LAST_PREV = "last_prev.pth"  # the generation of last.pth before the newest
-#: the settings that define what a run trains: a --resume with another value of any would
-#: make one run of two (a checkpoint without a key, from an older version: not compared)
+#: the settings that define what every method's run trains, with the method's own
+#: (:attr:`cogrnet.methods.base.Method.settings`): a --resume with another value of any
+#: would make one run of two (a checkpoint without a key, from an older version: not compared)
 RESUME_KEYS = ("method", "network", "intensity", "dataset", "num_classes", "labelnum",
                "label_source", "coarse_mode", "confidence_weighting", "val_list", "augment",
                "patch_size", "batch_size", "labeled_bs", "base_lr", "momentum",
-               "weight_decay", "lr_step", "pre_lr_step", "lr_gamma", "ema_decay", "u_weight",
-               "fa_ratio", "fa_ratio_range", "pre_fa_ratio", "pseudo_lcc",
-               "pre_mix_directions", "dice", "student_forwards", "consistency",
-               "consistency_rampup", "uamt_passes", "handover", "seed")
+               "weight_decay", "lr_step", "lr_gamma", "seed")
 #: the run's length: a --resume may change it (to train on), said in the log
 LENGTH_KEYS = ("max_iteration", "pre_max_iteration", "self_max_iteration")
 RUN_STATE_KEYS = ("optimizer", "iteration", "stage", "extra")  # what a resume reads
@@ -105,9 +104,16 @@ def check_resume(path: str | Path, cfg: TrainConfig, previous: str | Path | None
         if previous is None or path != last or not Path(previous).exists():
             raise
         raise _damaged(err, last, Path(previous)) from None
+    from ..methods.registry import method_class
+
     old, new = ckpt["config"], cfg.to_dict()
     diffs = []
-    for key in RESUME_KEYS:
+    past_first = bool(stages) and ckpt.get("stage") != stages[0].name
+    if past_first and old.get("pre_max_iteration", new["pre_max_iteration"]) != \
+            new["pre_max_iteration"]:  # the pre-training would start again
+        diffs.append(f"pre_max_iteration {old['pre_max_iteration']!r} (checkpoint, past its "
+                     f"pre-training) vs {new['pre_max_iteration']!r}")
+    for key in RESUME_KEYS + method_class(cfg.method).settings:
         if key not in old and key not in _KEY_DEFAULTS:
             continue  # an older checkpoint that does not record it
         a, b = old.get(key, _KEY_DEFAULTS.get(key)), new[key]
@@ -132,7 +138,7 @@ def save_run(run_dir: Path, name: str, run: RunState, config: dict[str, Any], st
     """Write checkpoint ``name`` of ``run`` into ``run_dir`` (``stage``: the stage's name,
     ``config``: the resolved run config, ``extra``: more entries for ``extra``, e.g. the
     validation Dice). :data:`LAST` holds the optimizer too and keeps the generation before
-    it as :data:`LAST_PREV`; a stage-best checkpoint holds the weights only."""
+    it as :data:`LAST_PREV`; a stage-best checkpoint holds the weights (the teacher's too)."""
     path = run_dir / name
     last = name == LAST
     ckpt = make_checkpoint(

@@ -128,6 +128,7 @@ class Recorder:
         self.is_main = is_main
         self.image_interval = image_interval
         self.writer: Any = None  # the TensorBoard writer, from :meth:`open_run_files`
+        self.log_start = 0  # where this run's lines begin in log.txt (:meth:`open_log`)
         self.timing: dict[str, dict[str, Any]] = {}  # per stage: it/s, data-wait fraction
 
     def starts_over(self, cfg: TrainConfig) -> bool:
@@ -136,20 +137,40 @@ class Recorder:
         return not (cfg.resume and resume_checkpoint(self.run_dir / LAST,
                                                      self.run_dir / LAST_PREV))
 
-    def open_log(self, cfg: TrainConfig) -> None:
-        """``log.txt`` in the run folder (started afresh when the run starts over) plus the
-        console; other ranks log warnings only."""
+    def open_log(self) -> None:
+        """``log.txt`` in the run folder (appended to: an earlier run's lines go only once
+        this run starts over, :meth:`open_run_files`) plus the console; other ranks log
+        warnings only."""
         LOG.setLevel(logging.INFO if self.is_main else logging.WARNING)
         for handler in list(LOG.handlers):
             LOG.removeHandler(handler)
             handler.close()
         if not self.is_main:
             return
-        log_file = _LogFile(self.run_dir / "log.txt", mode="w" if self.starts_over(cfg) else "a")
+        path = self.run_dir / "log.txt"
+        self.log_start = path.stat().st_size if path.exists() else 0  # this run's first byte
+        log_file = _LogFile(path)
         log_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         LOG.addHandler(log_file)
         LOG.addHandler(_ConsoleHandler())
         LOG.propagate = False
+
+    def _drop_earlier_log(self) -> None:
+        """Keep only this run's lines in ``log.txt`` (those from :attr:`log_start` on)."""
+        path = self.run_dir / "log.txt"
+        for handler in LOG.handlers:
+            handler.flush()
+        try:
+            with open(path, "r+b") as f:  # the handler appends: its next line goes at the end
+                f.seek(self.log_start)
+                mine = f.read()
+                f.seek(0)
+                f.write(mine)
+                f.truncate()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise write_error(path, err) from err
 
     def open_run_files(self, cfg: TrainConfig) -> None:
         """On rank 0: ``config.json``, the TensorBoard writer and, when the run starts over
@@ -159,6 +180,7 @@ class Recorder:
         if not self.is_main:
             return
         if self.starts_over(cfg):
+            self._drop_earlier_log()
             old = [self.run_dir / n for n in (METRICS, ENVIRONMENT, LAST, LAST_PREV)]
             for path in old + sorted(self.run_dir.glob("*best.pth")):
                 path.unlink(missing_ok=True)

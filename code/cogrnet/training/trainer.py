@@ -125,7 +125,7 @@ class Trainer:
             if cfg.resume:  # an incompatible or damaged last.pth fails before any write
                 lengths = check_resume(self.run_dir / LAST, cfg, self.run_dir / LAST_PREV,
                                        self.stages)
-            self.recorder.open_log(cfg)
+            self.recorder.open_log()
             if lengths:
                 LOG.warning(f"--resume with another run length ({', '.join(lengths)}): the "
                             "ramps over the run (consistency weight, UA-MT's threshold) follow "
