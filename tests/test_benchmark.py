@@ -13,7 +13,7 @@ import pytest
 
 import cogrnet.benchmark as benchmark
 from conftest import CODE
-from cogrnet.errors import ConfigError
+from cogrnet.errors import ConfigError, DataError
 
 
 def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
@@ -269,6 +269,14 @@ def test_status_lists_each_unfinished_run_with_its_state_and_time_left(tmp_path)
     assert not out.exists()  # nothing written
     subprocess.run(base + ["--collect"], capture_output=True, text=True, timeout=120, check=True)
     assert "Planned seeds still to run: a 2, 3; c 1." in (out / "results.md").read_text()
+
+
+def test_a_damaged_test_summary_is_one_line_naming_it(tmp_path):
+    (tmp_path / "bench_test_ema").mkdir()
+    (tmp_path / "bench_test_ema" / "summary.json").write_text("{")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'bench_test_ema' / 'summary.json'}: "
+                                        "not valid JSON"):
+        benchmark._with_curve({"run_dir": str(tmp_path)})
 
 
 def test_a_run_folder_of_other_commands_blocks_only_its_own_row(tmp_path):

@@ -290,6 +290,8 @@ def test_paired_difference_by_hand():
     d = paired_difference(a, b)
     # seed means of A: x .85 y .65 z .75; differences .15 .05 .25
     assert d.cases == 3 and d.mean == pytest.approx(0.15)
+    as_float32 = [{c: np.float32(v) for c, v in run.items()} for run in a]  # numpy numbers
+    assert paired_difference(as_float32, b).mean == pytest.approx(0.15, abs=1e-6)
     assert case_differences(a, b) == pytest.approx({"x": 0.15, "y": 0.05, "z": 0.25})
     assert d.se_cases == pytest.approx(np.std([0.15, 0.05, 0.25], ddof=1) / math.sqrt(3))
     assert math.isnan(d.se_seeds)  # one seed of B: the seed part is unknown

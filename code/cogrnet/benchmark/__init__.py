@@ -130,15 +130,15 @@ def _repo_path(path: str | None) -> str | None:
     return None if path is None else str(REPO_ROOT / path)
 
 
-def _list_places(args: dict[str, Any], split: str) -> tuple[str, str, str | None]:
-    """``(root, split, lists_dir)`` where a script given ``args`` looks for the list file
-    of ``split``: its ``root_path`` and ``lists_dir``, else its dataset preset's."""
+def _list_places(args: dict[str, Any]) -> tuple[str, str | None]:
+    """``(root, lists_dir)`` where a script given ``args`` looks for its list files: its
+    ``root_path`` and ``lists_dir``, else its dataset preset's."""
     from cogrnet.inference.settings import inference_preset
 
     preset = inference_preset(None, args.get("dataset"), args.get("root_path"))
     root = args.get("root_path") or preset.root_path or "."
     lists = args.get("lists_dir") if args.get("lists_dir") is not None else preset.lists_dir
-    return str(_repo_path(root)), split, _repo_path(lists)
+    return str(_repo_path(root)), _repo_path(lists)
 
 
 def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str) -> None:
@@ -155,8 +155,9 @@ def check_isolation(spec: dict[str, Any], rows: list[dict[str, Any]], where: str
         args = row_args(spec, row)
         scoring = scoring_args(spec, args)  # the test command's list, where test.py finds it
         split = str(scoring.get("split", "test"))
-        scored = set(read_list(find_list(*_list_places(scoring, split))))
-        root, _, lists = _list_places(args, "train")
+        scored_root, scored_lists = _list_places(scoring)
+        scored = set(read_list(find_list(scored_root, split, scored_lists)))
+        root, lists = _list_places(args)
         train = read_list(find_list(root, "train", lists))
         val, _ = validation_ids(root, lists, str(args.get("val_list", "auto")), train)
         held_out = set(val)
@@ -287,10 +288,22 @@ def teacher_test_command(test: list[str]) -> list[str]:
     return cmd + ["--ema"]
 
 
-def _case_dice(summary_path: Path) -> dict[str, float] | None:
-    if not summary_path.is_file():
+def _read_summary(folder: Path) -> dict[str, Any] | None:
+    """A scoring's ``summary.json`` in ``folder`` (test.py's), ``None`` when there is none;
+    a one-line :class:`DataError` naming it when it is not JSON."""
+    path = folder / "summary.json"
+    if not path.is_file():
         return None
-    summary = json.loads(summary_path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def _case_dice(summary: dict[str, Any] | None) -> dict[str, float] | None:
+    """The Dice of each scored case of a test.py ``summary`` (``None`` without one)."""
+    if summary is None:
+        return None
     return {c["case"]: c["dice"] for c in summary["cases"] if "dice" in c}
 
 
@@ -303,24 +316,29 @@ def repo_relative(path: Path) -> str:
         return str(path)
 
 
+def _run_path(result: dict[str, Any]) -> Path:
+    """A result's run folder (``run_dir``, relative to the repository unless absolute)."""
+    run = Path(result["run_dir"])
+    return run if run.is_absolute() else REPO_ROOT / run
+
+
 def _with_curve(result: dict[str, Any]) -> dict[str, Any]:
     """Fill what was not recorded from the run folder: the validation curve, the Dice per
     scored case, and the teacher's scores (``bench_test_ema/summary.json``) when it was
     tested; ``run_dir`` is kept relative to the repository when it lies inside."""
-    run = Path(result["run_dir"])
-    run = run if run.is_absolute() else REPO_ROOT / run
+    run = _run_path(result)
     result["run_dir"] = repo_relative(run)
     if "val_curve" not in result:
         its, dice = _val_curve(run)
         if its:
             result["val_curve"] = {"iterations": its, "dice": dice}
     if "case_dice" not in result:
-        cases = _case_dice(run / "bench_test" / "summary.json")
+        cases = _case_dice(_read_summary(run / "bench_test"))
         if cases:
             result["case_dice"] = cases
     if "mean_teacher" not in result and (summary := _teacher_summary(run)) is not None:
         result["mean_teacher"] = {m: summary["mean"][m] for m in METRIC_NAMES}
-        result["case_dice_teacher"] = _case_dice(run / "bench_test_ema" / "summary.json")
+        result["case_dice_teacher"] = _case_dice(summary)
     return result
 
 
@@ -328,19 +346,15 @@ def _teacher_summary(run: Path) -> dict[str, Any] | None:
     """The run's EMA-teacher scoring (``bench_test_ema/summary.json``) when it scored the
     same checkpoint and list as the run's own scoring (``bench_test``), with the teacher's
     weights; ``None`` when there is none, or another scoring (said as such)."""
-    ema = run / "bench_test_ema" / "summary.json"
-    if not ema.is_file():
+    summary = _read_summary(run / "bench_test_ema")
+    if summary is None:
         return None
-    summary = json.loads(ema.read_text())
-    try:
-        own = json.loads((run / "bench_test" / "summary.json").read_text())["settings"]
-    except (OSError, ValueError, KeyError):
-        own = {}
+    own = (_read_summary(run / "bench_test") or {}).get("settings", {})
     mine = summary.get("settings", {})
     if mine.get("weights") == "ema" and all(
             mine.get(k) == own.get(k) for k in ("checkpoint", "split", "list_file")):
         return summary
-    print(f"{ema}: not the EMA teacher's scoring of the checkpoint and list the run's own "
+    print(f"{run / 'bench_test_ema'}: not the EMA teacher's scoring of the checkpoint and list the run's own "
           "scoring used, left out", flush=True)
     return None
 
@@ -687,8 +701,7 @@ def _scaled_minutes(seed: dict[str, Any], method: str) -> float | None:
     ``None`` when its run folder does not say (gone, or another machine's)."""
     if not seed.get("seconds") or not seed.get("run_dir"):
         return None
-    run = Path(seed["run_dir"])
-    run = run if run.is_absolute() else REPO_ROOT / run
+    run = _run_path(seed)
     total = _total_iterations(run, method)
     starts = read_jsonl(run / "environment.jsonl")
     start = starts[-1].get("iteration") if starts else None

@@ -17,6 +17,7 @@ that scored different cases, or a case without a Dice), with ``nA`` and ``nB`` s
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -45,7 +46,7 @@ def _matrix(runs: Sequence[Run], cases: list[str]) -> np.ndarray:
     for i, run in enumerate(runs):
         for j, case in enumerate(cases):
             value = run[case]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
                     or not math.isfinite(value):
                 raise ValueError(f"case {case} has no Dice ({value!r}) in run {i + 1}")
             out[i, j] = value

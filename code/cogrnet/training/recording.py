@@ -185,7 +185,7 @@ class Recorder:
             for path in old + sorted(self.run_dir.glob("*best.pth")):
                 path.unlink(missing_ok=True)
             try:
-                shutil.rmtree(self.run_dir / "tb", ignore_errors=False)
+                shutil.rmtree(self.run_dir / "tb")
             except FileNotFoundError:
                 pass
             except OSError as err:
