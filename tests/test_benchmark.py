@@ -58,7 +58,7 @@ def test_benchmark_table_and_skip_finished_rows(phantom_root, tmp_path):
 
 def _fake_run(runs, spec, row, seed):
     """A finished (row, seed) as benchmark.py leaves it, without training (for --collect)."""
-    _short, row_commands = benchmark._short, benchmark.row_commands
+    _short, row_commands = benchmark.short_command, benchmark.row_commands
 
     exp, train, test = row_commands(spec, row, seed, runs)
     (runs / exp).mkdir(parents=True)
@@ -189,9 +189,9 @@ def test_run_pending_starts_the_first_seed_of_every_row_first(tmp_path, monkeypa
         started.append((exp, env["OMP_NUM_THREADS"], test_teacher))
         return {"seed": seed}
 
-    monkeypatch.setattr(benchmark, "run_row", fake_run_row)
+    monkeypatch.setattr(benchmark.runner, "run_row", fake_run_row)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(benchmark.runner.os, "cpu_count", lambda: 2)
     entries = {n: {"name": n, "method": m, "seeds": []} for n, m in (("a", "sup"), ("b", "mt"))}
     pending = [(entries[n], s, f"{n}{s}", [], [], tmp_path) for n in "ab" for s in (1, 2)]
     writes = []
@@ -276,7 +276,7 @@ def test_a_damaged_test_summary_is_one_line_naming_it(tmp_path):
     (tmp_path / "bench_test_ema" / "summary.json").write_text("{")
     with pytest.raises(DataError, match=f"^{tmp_path / 'bench_test_ema' / 'summary.json'}: "
                                         "not valid JSON"):
-        benchmark._with_curve({"run_dir": str(tmp_path)})
+        benchmark.with_run_details({"run_dir": str(tmp_path)})
 
 
 def test_a_run_folder_of_other_commands_blocks_only_its_own_row(tmp_path):
@@ -328,12 +328,12 @@ def test_wall_time_cell_leaves_out_resumed_seeds():
     row = {"name": "a", "method": "sup", "seeds": [
         {"seed": 1, "seconds": 1200.0, "mean": mean},
         {"seed": 2, "seconds": 60.0, "resumed": True, "mean": mean}]}
-    cells = benchmark._main_table([row], False)[2].split(" | ")
+    cells = benchmark.table._main_table([row], False)[2].split(" | ")
     assert cells[-2] == "20.0*"
     row["seeds"][0]["resumed"] = True
-    assert benchmark._main_table([row], False)[2].split(" | ")[-2] == "-*"
+    assert benchmark.table._main_table([row], False)[2].split(" | ")[-2] == "-*"
     del row["seeds"][0]["resumed"], row["seeds"][1]["resumed"]
-    assert benchmark._main_table([row], False)[2].split(" | ")[-2] == "10.5"
+    assert benchmark.table._main_table([row], False)[2].split(" | ")[-2] == "10.5"
 
 
 def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path, monkeypatch):
@@ -356,7 +356,7 @@ def test_a_table_written_keeps_what_another_process_finished_meanwhile(tmp_path,
         _fake_run(runs, spec, spec["rows"][1], 1)  # this one, row c
         return json.loads((run_dir / "bench_result.json").read_text())
 
-    monkeypatch.setattr(benchmark, "run_row", fake_run_row)
+    monkeypatch.setattr(benchmark.runner, "run_row", fake_run_row)
     assert benchmark.main(["--spec", str(path), "--out", str(out), "--model_dir", str(runs),
                            "--rows", "c"]) == 0
     table = (out / "results.md").read_text()
