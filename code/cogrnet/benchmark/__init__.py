@@ -29,14 +29,12 @@ and ``rows`` (``name``, ``args``, own ``seeds``), ``title``, ``notes``, ``seeds`
 ``common``, ``registration`` (``out_dir``, ``args``), ``test``, ``checkpoint``,
 ``headline`` (``teacher`` or ``student``), ``test_teacher``, ``comparisons`` (``a``, ``b``,
 ``target``) and ``max_se``: code/cogrnet/benchmark/spec.py says what each holds.
-
-The package, stage by stage: ``spec`` (reading and checking a spec), ``commands`` (the
-commands of a row), ``isolation`` (the scored list held out), ``runner`` (running the
-pending runs), ``results`` (the finished runs and what is left), ``status`` (``--status``),
-``comparisons`` (the paired differences and their verdicts), ``table`` and ``figures`` (the
-outputs); this module is the command line over them.
 """
-
+# The package, stage by stage: spec (reading and checking a spec), commands (the commands
+# of a row), isolation (the scored list held out), runner (running the pending runs),
+# results (the finished runs and what is left), status (--status), comparisons (the paired
+# differences and their verdicts), table and figures (the outputs); this module is the
+# command line over them (its docstring is the --help text).
 from __future__ import annotations
 
 import argparse
