@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     src, out = Path(a.checkpoint), Path(a.out)
-    if out.resolve() == src.resolve() or (out.parent.resolve() == src.parent.resolve()):
+    if out.parent.resolve() == src.parent.resolve():
         raise ConfigError(f"{out}: write the swapped checkpoint into its own folder, not "
                           "beside the run's checkpoints (resume and the benchmark read those)")
     swapped = teacher_with_student_buffers(load_checkpoint(src), src)

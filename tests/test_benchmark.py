@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import cogrnet.benchmark as benchmark
+from cogrnet.benchmark import runner
 from conftest import CODE
 from cogrnet.errors import ConfigError, DataError
 
@@ -277,6 +278,15 @@ def test_a_damaged_test_summary_is_one_line_naming_it(tmp_path):
     with pytest.raises(DataError, match=f"^{tmp_path / 'bench_test_ema' / 'summary.json'}: "
                                         "not valid JSON"):
         benchmark.with_run_details({"run_dir": str(tmp_path)})
+    # the result of a run whose scoring left a damaged or no summary: one line too
+    (tmp_path / "bench_test").mkdir()
+    with pytest.raises(DataError, match=f"^{tmp_path / 'bench_test'}: the scoring wrote no "):
+        runner._write_result(["t"], ["s"], tmp_path, 1, None, 1.0, False)
+    (tmp_path / "bench_test" / "summary.json").write_text("[")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'bench_test' / 'summary.json'}: "
+                                        "not valid JSON"):
+        runner._write_result(["t"], ["s"], tmp_path, 1, None, 1.0, False)
+    assert not (tmp_path / "bench_result.json").exists()
 
 
 def test_a_run_folder_of_other_commands_blocks_only_its_own_row(tmp_path):

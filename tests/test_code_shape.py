@@ -3,7 +3,11 @@ more than 10 parameters, and checkpoints written and read by one module."""
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import CODE, REPO
 
@@ -65,3 +69,15 @@ def test_checkpoints_are_saved_and_loaded_in_one_module():
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
                 calls.append(p)
     assert calls and set(calls) == {CHECKPOINT_MODULE}, sorted(map(str, set(calls)))
+
+
+def test_the_repository_tracks_no_symbolic_link():
+    """A committed link points into the machine it was made on (``data/LA_half`` once pointed
+    at a path outside the clone): in a user's clone it dangles and the README's own command
+    that makes that folder fails on it."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    links = [line.split("\t", 1)[1] for line in listed if line.startswith("120000 ")]
+    assert links == []

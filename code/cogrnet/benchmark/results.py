@@ -86,7 +86,7 @@ def _val_curve(run: Path) -> tuple[list[int], list[float]]:
     return its, [by_it[i] for i in its]
 
 
-def _read_summary(folder: Path) -> dict[str, Any] | None:
+def read_summary(folder: Path) -> dict[str, Any] | None:
     """A scoring's ``summary.json`` in ``folder`` (test.py's), ``None`` when there is none;
     a one-line :class:`DataError` naming it when it is not JSON."""
     path = folder / "summary.json"
@@ -131,7 +131,7 @@ def with_run_details(result: dict[str, Any]) -> dict[str, Any]:
         if its:
             result["val_curve"] = {"iterations": its, "dice": dice}
     if "case_dice" not in result:
-        cases = _case_dice(_read_summary(run / "bench_test"))
+        cases = _case_dice(read_summary(run / "bench_test"))
         if cases:
             result["case_dice"] = cases
     if "mean_teacher" not in result and (summary := _teacher_summary(run)) is not None:
@@ -144,10 +144,10 @@ def _teacher_summary(run: Path) -> dict[str, Any] | None:
     """The run's EMA-teacher scoring (``bench_test_ema/summary.json``) when it scored the
     same checkpoint and list as the run's own scoring (``bench_test``), with the teacher's
     weights; ``None`` when there is none, or another scoring (said as such)."""
-    summary = _read_summary(run / "bench_test_ema")
+    summary = read_summary(run / "bench_test_ema")
     if summary is None:
         return None
-    own = (_read_summary(run / "bench_test") or {}).get("settings", {})
+    own = (read_summary(run / "bench_test") or {}).get("settings", {})
     mine = summary.get("settings", {})
     if mine.get("weights") == "ema" and all(
             mine.get(k) == own.get(k) for k in ("checkpoint", "split", "list_file")):

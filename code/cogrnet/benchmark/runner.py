@@ -12,8 +12,8 @@ from typing import Any
 
 from cogrnet.benchmark.commands import (registration_command, run_command, short_command,
                                         teacher_test_command, thread_env, uses_coarse)
-from cogrnet.benchmark.results import read_result, run_threads, with_run_details
-from cogrnet.errors import ConfigError, FolderBusy
+from cogrnet.benchmark.results import read_result, read_summary, run_threads, with_run_details
+from cogrnet.errors import ConfigError, DataError, FolderBusy
 from cogrnet.evaluation.metrics import METRIC_NAMES
 from cogrnet.fileio import lock_folder, write_json_atomic
 from cogrnet.methods.registry import has_teacher
@@ -78,7 +78,9 @@ def _write_result(train: list[str], test: list[str], run_dir: Path, seed: int,
                   env: dict[str, str] | None, seconds: float, resumed: bool) -> dict[str, Any]:
     """The result of a tested (row, seed) (:func:`run_row`), written to
     ``run_dir/bench_result.json``."""
-    summary = json.loads((run_dir / "bench_test" / "summary.json").read_text())
+    summary = read_summary(run_dir / "bench_test")
+    if summary is None:
+        raise DataError(f"{run_dir / 'bench_test'}: the scoring wrote no summary.json")
     result = {"seed": seed, "run_dir": str(run_dir), "seconds": seconds,
               "date": time.strftime("%Y-%m-%d"), "resumed": resumed,
               "threads": run_threads(run_dir) or (env or os.environ).get("OMP_NUM_THREADS",
