@@ -47,6 +47,7 @@ TRAIN = _load("train.py")
 TEST = _load("test.py")
 PREDICT = _load("predict.py")
 PREPROCESS = _load("preprocess.py")
+RESAMPLE = _load("utils/resample_dataset.py")
 
 PATCH = ["32", "32", "16"]
 TRAIN_FAST = ["--dataset", "phantom", "--n_filters", "4", "--patch_size", *PATCH,
@@ -364,6 +365,25 @@ def test_registration_unwritable_out_dir(bad_root, unwritable):
     result = call(REGISTRATION, ["--root_path", bad_root, "--ids", "good_a", "--out_dir",
                                  unwritable])
     assert_one_line_error(result, "--out_dir", str(unwritable), "not writable")
+
+
+@pytest.mark.parametrize("script", ["registration", "resample"])
+def test_an_out_dir_that_is_a_dangling_link_or_a_file(bad_root, tmp_path, script):
+    """The output folder is a link to a missing folder (a link committed on another machine)
+    or a file: one line naming it, before any work."""
+    link, plain = tmp_path / "LA_half", tmp_path / "a_file"
+    link.symlink_to(tmp_path / "gone" / "LA_half")
+    plain.write_text("x")
+    fn, base = ((REGISTRATION, ["--root_path", bad_root, "--ids", "good_a"])
+                if script == "registration" else
+                (RESAMPLE, ["--root_path", bad_root, "--lists_dir",
+                            write_list(tmp_path / "lists", "train.list", ["good_a"]).parent,
+                            "--splits", "train", "--no_progress"]))
+    assert_one_line_error(call(fn, base + ["--out_dir", link]), f"--out_dir {link}: a link to "
+                          f"{tmp_path / 'gone' / 'LA_half'}, which does not exist")
+    assert_one_line_error(call(fn, base + ["--out_dir", plain]),
+                          f"--out_dir {plain}: exists and is not a folder")
+    assert not (tmp_path / "gone").exists()
 
 
 # =============================================================================

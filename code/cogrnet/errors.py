@@ -45,11 +45,24 @@ def write_error(path: str | Path, err: BaseException) -> WriteError:
     return WriteError(f"cannot write {path}: {why}")
 
 
+def folder_path(path: str | Path, what: str) -> Path:
+    """``path`` as a :class:`Path` when it is a folder or does not exist yet; a one-line
+    :class:`ConfigError` naming ``what`` when it is a file or a link to a missing folder
+    (one made on another machine), which ``mkdir`` would fail on with a bare "File exists"."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{what} {path}: a link to {os.readlink(path)}, which does not "
+                          "exist; remove the link or make its target")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: exists and is not a folder")
+    return path
+
+
 def writable_dir(path: str | Path, what: str) -> Path:
     """Create the output folder ``path`` when needed and check that a file can be written in
     it, before any work is done; a one-line :class:`ConfigError` naming ``what`` (the
     argument, e.g. ``--out_dir``) and the folder otherwise."""
-    path = Path(path)
+    path = folder_path(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator
 
-from .errors import ConfigError, FolderBusy, write_error, writable_dir
+from .errors import ConfigError, FolderBusy, folder_path, write_error, writable_dir
 
 try:  # POSIX; elsewhere (Windows) folders are not locked
     import fcntl
@@ -223,7 +223,7 @@ def lock_folder(folder: str | Path, what: str, name: str = LOCK_NAME) -> FolderL
     is written. Once held: the folder is checked writable and the temporary files a killed
     writer left in it are removed. Lock files of other ``name`` s are independent (a
     benchmark row's lock around its own ``train.py``'s)."""
-    folder = Path(folder)
+    folder = folder_path(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / name, "a+b")  # created once, never written

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, writable_dir
 from .dataset import CaseStore, find_list, read_list, write_case_h5
 from .transforms import resize_volume
 
@@ -41,8 +41,7 @@ def resample_dataset(root_path: str | Path, out_dir: str | Path, factor: float =
     if not 0 < factor <= 4:
         raise ConfigError(f"--factor {factor}: must be in (0, 4]")
     store = CaseStore(root_path, cache=False)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir, "--out_dir")
     ids: list[str] = []
     for split in splits:
         try:
