@@ -6,7 +6,7 @@ import json
 import torch
 
 from cogrnet.methods.base import Stage, StepOutput
-from cogrnet.training.recording import METRICS, Recorder
+from cogrnet.training.recording import ENVIRONMENT, METRICS, Recorder
 
 
 class _Bar:
@@ -34,3 +34,35 @@ def test_the_bar_shows_the_first_scalar_even_when_it_is_zero(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
     assert rows == [{"iteration": 1, "stage": "train", "lr": 0.01, "loss/sup": 0.0},
                     {"iteration": 2, "stage": "train", "lr": 0.01}]
+
+
+def test_a_resume_on_another_cpu_says_the_run_leaves_its_path(tmp_path, caplog):
+    """Each start records the CPU's model and the vector instructions torch's kernels use;
+    a resume where they changed warns that the run is no longer bit-identical (a seed
+    reproduces only on the same kind of CPU), and a start recorded before these keys
+    existed is not compared on them."""
+    recorder, cpu = Recorder(tmp_path, True, image_interval=10), torch.device("cpu")
+    recorder.environment(0, 1, cpu)
+    first = json.loads((tmp_path / ENVIRONMENT).read_text())
+    assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert first["cpu"] and first["threads"] == torch.get_num_threads()
+    with caplog.at_level("INFO", logger="cogrnet.train"):
+        recorder.environment(5, 1, cpu)
+    assert "resumed with" not in caplog.text
+    assert f"{first['cpu']}, {first['cpu_capability']} kernels" in caplog.text
+
+    other = dict(first, cpu_capability="AVX512" if first["cpu_capability"] != "AVX512"
+                 else "AVX2")
+    (tmp_path / ENVIRONMENT).write_text(json.dumps(other) + "\n")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cogrnet.train"):
+        recorder.environment(5, 1, cpu)
+    assert (f"resumed with cpu_capability {first['cpu_capability']} (before: "
+            f"{other['cpu_capability']}): from here the run is not bit-identical") in caplog.text
+
+    older = {k: v for k, v in first.items() if k not in ("cpu", "cpu_capability")}
+    (tmp_path / ENVIRONMENT).write_text(json.dumps(older) + "\n")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cogrnet.train"):
+        recorder.environment(5, 1, cpu)
+    assert "resumed with" not in caplog.text

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,16 +31,35 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"--device: unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says
+    (often only the architecture, ``x86_64``)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: torch's version, the intra-op
     threads (on the CPU a different count changes the float sums, so the same seed takes
-    another path), the device and its name."""
+    another path), the device and its name, and on the CPU the vector instructions torch's
+    kernels use (``AVX2``, ``AVX512``: another set sums in another order, so the same seed
+    on another machine takes another path too)."""
     import platform
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": str(device), "device_name": name, "python": platform.python_version()}
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": str(device), "device_name": name, "python": platform.python_version()}
+    if device.type == "cpu":
+        env.update(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return env
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

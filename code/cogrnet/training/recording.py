@@ -219,9 +219,13 @@ class Recorder:
         path = self.run_dir / ENVIRONMENT
         before = (read_jsonl(path) or [None])[-1] if iteration > 0 else None
         append_line(path, json.dumps(env))
+        name = (f"{env['cpu']}, {env['cpu_capability']} kernels" if "cpu" in env
+                else env["device_name"])
         LOG.info(f"environment: torch {env['torch']}, {env['threads']} intra-op thread(s), "
-                 f"{env['device']} ({env['device_name']})")
-        changed = [k for k in ("torch", "threads", "device") if before and before.get(k) != env[k]]
+                 f"{env['device']} ({name})")
+        # keys a start before them did not record (cpu, cpu_capability) are not compared
+        changed = [k for k in ("torch", "threads", "device", "cpu", "cpu_capability")
+                   if before and k in before and before[k] != env.get(k)]
         if changed:
             LOG.warning("resumed with " + ", ".join(
                 f"{k} {env[k]} (before: {before.get(k)})" for k in changed)
