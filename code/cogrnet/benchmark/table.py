@@ -88,7 +88,8 @@ def case_dice_table(results: list[dict[str, Any]]) -> list[str]:
                 if not s.get("case_dice")]
     lines = ["", "Dice per case (case IDs shortened to their first 6 characters; *threads*: "
              "the intra-op threads it trained with, `2+1` when resumed with another count; on "
-             "the CPU a run is bit-reproducible only at the same count):", "",
+             "the CPU a run is bit-reproducible only at the same count, on the same kind of "
+             "machine):", "",
              "| run | threads | " + " | ".join(c[:6] for c in ids) + " |",
              "|---|---|" + "---|" * len(ids)]
     for name, threads, cases in runs:
