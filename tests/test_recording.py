@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from cogrnet.methods.base import Stage, StepOutput
@@ -46,6 +47,7 @@ def test_a_resume_on_another_cpu_says_the_run_leaves_its_path(tmp_path, caplog):
     first = json.loads((tmp_path / ENVIRONMENT).read_text())
     assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert first["cpu"] and first["threads"] == torch.get_num_threads()
+    assert first["numpy"] == np.__version__
     with caplog.at_level("INFO", logger="cogrnet.train"):
         recorder.environment(5, 1, cpu)
     assert "resumed with" not in caplog.text

@@ -45,18 +45,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _installed(package: str) -> str | None:
+    """The installed version of ``package``, ``None`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: torch's version, the intra-op
     threads (on the CPU a different count changes the float sums, so the same seed takes
-    another path), the device and its name, and on the CPU the vector instructions torch's
-    kernels use (``AVX2``, ``AVX512``: another set sums in another order, so the same seed
-    on another machine takes another path too)."""
+    another path), the device and its name, numpy's and scipy's versions (the data's
+    augmentation), and on the CPU the processor and the vector instructions torch's kernels
+    use (``AVX2``, ``AVX512``: kernels for another set may sum in another order; the same
+    seed was measured to take another path on another machine)."""
     import platform
 
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": str(device), "device_name": name, "python": platform.python_version()}
+           "device": str(device), "device_name": name, "python": platform.python_version(),
+           "numpy": _installed("numpy"), "scipy": _installed("scipy")}
     if device.type == "cpu":
         env.update(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     return env
