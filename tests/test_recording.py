@@ -37,7 +37,7 @@ def test_the_bar_shows_the_first_scalar_even_when_it_is_zero(tmp_path):
                     {"iteration": 2, "stage": "train", "lr": 0.01}]
 
 
-def test_a_resume_on_another_cpu_says_the_run_leaves_its_path(tmp_path, caplog):
+def test_a_resume_on_another_cpu_says_the_run_leaves_its_path(tmp_path, caplog, monkeypatch):
     """Each start records the CPU's model and the vector instructions torch's kernels use;
     a resume where they changed warns that the run is no longer bit-identical (a seed
     reproduces only on the same kind of CPU), and a start recorded before these keys
@@ -61,6 +61,18 @@ def test_a_resume_on_another_cpu_says_the_run_leaves_its_path(tmp_path, caplog):
         recorder.environment(5, 1, cpu)
     assert (f"resumed with cpu_capability {first['cpu_capability']} (before: "
             f"{other['cpu_capability']}): from here the run is not bit-identical") in caplog.text
+
+    # a CPU start resumed on a GPU: the device changed, and the CPU keys are not recorded
+    gpu = {k: v for k, v in first.items() if k not in ("cpu", "cpu_capability")}
+    monkeypatch.setattr("cogrnet.training.recording.environment",
+                        lambda device: dict(gpu, device="cuda:0", device_name="A GPU"))
+    (tmp_path / ENVIRONMENT).write_text(json.dumps(first) + "\n")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cogrnet.train"):
+        recorder.environment(5, 1, cpu)
+    assert (f"resumed with device cuda:0 (before: cpu), cpu None (before: {first['cpu']})"
+            in caplog.text)
+    monkeypatch.undo()
 
     older = {k: v for k, v in first.items() if k not in ("cpu", "cpu_capability")}
     (tmp_path / ENVIRONMENT).write_text(json.dumps(older) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import random
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says
     (often only the architecture, ``x86_64``)."""
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name") and ":" in line:
@@ -62,8 +61,6 @@ def environment(device: torch.device) -> dict[str, Any]:
     augmentation), and on the CPU the processor and the vector instructions torch's kernels
     use (``AVX2``, ``AVX512``: kernels for another set may sum in another order; the same
     seed was measured to take another path on another machine)."""
-    import platform
-
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(),

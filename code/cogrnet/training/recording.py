@@ -228,7 +228,7 @@ class Recorder:
                    if before and k in before and before[k] != env.get(k)]
         if changed:
             LOG.warning("resumed with " + ", ".join(
-                f"{k} {env[k]} (before: {before.get(k)})" for k in changed)
+                f"{k} {env.get(k)} (before: {before[k]})" for k in changed)
                 + ": from here the run is not bit-identical to an uninterrupted one")
 
     def scalar(self, tag: str, value: float, step: int) -> None:
